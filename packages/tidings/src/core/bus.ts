@@ -1,0 +1,449 @@
+import { systemClock, type Clock } from './clock.js';
+import { encodeEnvelope, encodedSize, type WireMode } from './codec.js';
+import { Consumer, type ConsumerDeps, type ConsumerOptions, type ParkedRetryResult } from './consumer.js';
+import { getDeadLetter, listDeadLetters, resolutionRecord, type DeadLetter } from './dead-letters.js';
+import type { CommandDefinition, EventDefinition, InputOf, MessageDefinition } from './define.js';
+import { isDefinition } from './define.js';
+import type { Envelope } from './envelope.js';
+import { ErrorCode, TidingsError, describeError, isTidingsError } from './errors.js';
+import type { HandledMessage, HandlerContext, HandlerFn, PublishOptions, Receipt } from './handler.js';
+import { uuidv7, type IdGenerator } from './ids.js';
+import { createConsoleLogger, type Logger } from './logger.js';
+import { createMemoryParking, type ParkedKey, type ParkedKeyRef, type ParkingStore } from './parking.js';
+import { validateWithSchema } from './schema.js';
+import type { OutgoingRecord, Transport } from './transport.js';
+import { createMemoryTransport } from '../memory/transport.js';
+
+/** Options of {@link createBus}. Validated and defaulted once, here. */
+export interface BusOptions {
+  /** The name of this service: the envelope's `source` is `tidings://<service>` unless `source` is given. */
+  service: string;
+  /**
+   * Where events go. Default: a new in-memory transport owned by this bus (events live as long as the process).
+   * A transport passed in is shared, and not closed by `bus.close()`: whoever created it closes it.
+   */
+  transport?: Transport;
+  /** The CloudEvents `source` attribute. Default `tidings://<service>`. */
+  source?: string;
+  /** How envelopes travel: attributes as headers (`binary`, default) or one JSON document (`structured`). */
+  wireMode?: WireMode;
+  /** The largest encoded event (headers plus body) `publish` accepts. Default 1 MiB (1,048,576 bytes). */
+  maxEventBytes?: number;
+  /** Where parked keys are kept. Default: in memory. */
+  parking?: ParkingStore;
+  /** Default: JSON lines on stderr at level `warn` (or `TIDINGS_LOG_LEVEL`). Pass pino for production. */
+  logger?: Logger;
+  /** Time, for tests. Default: the system clock. */
+  clock?: Clock;
+  /** Event ids. Default: UUIDv7. */
+  idGenerator?: IdGenerator;
+  /** Randomness for retry jitter, a function returning [0, 1). Default `Math.random`. */
+  random?: () => number;
+}
+
+/** An item of {@link Bus.publishMany}. */
+export interface PublishManyItem<E extends EventDefinition = EventDefinition> {
+  event: E;
+  data: InputOf<E>;
+  options?: Omit<PublishOptions, 'signal'>;
+}
+
+/** Parked keys of this bus's consumers. */
+export interface ParkedApi {
+  /** Every parked key, of one group or of all. */
+  list(group?: string): Promise<ParkedKey[]>;
+  /**
+   * Handles the key's events again, in order, with the group's handler in this process. Resolves with how many were
+   * handled; the key is released when none remain. Rejects with `NOT_FOUND` when the key is not parked or the group
+   * has no consumer in this process.
+   */
+  retry(ref: ParkedKeyRef): Promise<ParkedRetryResult>;
+  /** Drops the key's failed event, then handles the ones that waited behind it, as `retry` does. */
+  skip(ref: ParkedKeyRef): Promise<ParkedRetryResult>;
+}
+
+/** Dead letters of this bus's consumer groups. */
+export interface DeadLettersApi {
+  /** Unresolved dead letters of `group` for `topic`, oldest first, at most `limit` (default 100). */
+  list(query: { group: string; topic: string; limit?: number }): Promise<DeadLetter[]>;
+  /**
+   * Handles the dead letter again with the group's handler in this process; on success it is marked retried and no
+   * longer listed. Rejects with `HANDLER_FAILED` if it fails again, `NOT_FOUND` if it does not exist or the group has
+   * no consumer here.
+   */
+  retry(query: { group: string; topic: string; id: string }): Promise<void>;
+  /** Marks the dead letter skipped: it is no longer listed and is never handled. */
+  skip(query: { group: string; topic: string; id: string }): Promise<void>;
+}
+
+/**
+ * The bus: publishes events, sends commands and runs handlers over one transport.
+ *
+ * Delivery promises: `publish` resolves only once the transport holds the event durably; each group receives every
+ * event at least once and commits its offset only after its handler succeeded; events of one key reach a group in
+ * publish order; exactly-once *effects* come from the inbox, not from the transport.
+ */
+export interface Bus {
+  readonly service: string;
+  readonly transport: Transport;
+  /**
+   * Validates `data` against the event's schema, then appends the event to its topic. Resolves with where it landed
+   * once the transport holds it durably. Rejects before writing anything with `VALIDATION_FAILED` (bad data),
+   * `EVENT_TOO_LARGE` (over `maxEventBytes` or the transport's limit) or `INVALID_CONFIG` (a command, use `send`);
+   * with `PUBLISH_FAILED` / `TRANSPORT_UNAVAILABLE` when the transport failed, in which case the event may or may
+   * not have been written (publish again with the same `id` and let the inbox drop the duplicate).
+   */
+  publish<E extends EventDefinition>(event: E, data: InputOf<E>, options?: PublishOptions): Promise<Receipt>;
+  /**
+   * Publishes several events. Every item is validated and encoded before any is written, so one bad item rejects
+   * the whole call with nothing written. Items of one topic go to the transport in one call, in order. Resolves with
+   * receipts in input order once all are durable.
+   */
+  publishMany(items: readonly PublishManyItem[], options?: { signal?: AbortSignal }): Promise<Receipt[]>;
+  /**
+   * Sends a command to its one handler (the group that handles it): validated, then durable on the command's topic
+   * when this resolves. Rejects as `publish` does.
+   */
+  send<C extends CommandDefinition>(command: C, data: InputOf<C>, options?: PublishOptions): Promise<Receipt>;
+  /**
+   * Starts a consumer in `group` for the given events (and commands). The handler receives each event, with the
+   * definition's schema-validated data, and a context. The consumer joins the group at once and runs until closed.
+   *
+   * Throws `INVALID_CONFIG` at once for a bad group name or option, and when a command handled here already has a
+   * handler on this bus (a command has exactly one).
+   */
+  handle<const D extends readonly MessageDefinition[]>(
+    group: string,
+    definitions: D,
+    handler: (message: HandledMessage<D>, ctx: HandlerContext) => Promise<void> | void,
+    options?: ConsumerOptions,
+  ): Consumer;
+  readonly parked: ParkedApi;
+  readonly deadLetters: DeadLettersApi;
+  /** The consumers running on this bus. */
+  consumers(): readonly Consumer[];
+  /**
+   * Closes every consumer (gracefully, see `Consumer.close`), then the transport if the bus created it. Publishing
+   * afterwards rejects with `CLOSED`. Idempotent.
+   */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+const defaultMaxEventBytes = 1024 * 1024;
+
+/**
+ * Creates a bus. Throws `INVALID_CONFIG` for a bad option.
+ */
+export function createBus(options: BusOptions): Bus {
+  const invalid = (message: string) => new TidingsError(ErrorCode.INVALID_CONFIG, `createBus: ${message}`);
+  if (typeof options !== 'object' || options === null)
+    throw invalid('pass an options object, e.g. createBus({ service: "orders" })');
+  const { service } = options;
+  if (typeof service !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/.test(service)) {
+    throw invalid(
+      `"service" must be a name of letters, digits, '_', '.' and '-', e.g. "orders"; got ${JSON.stringify(service)}`,
+    );
+  }
+  const ownsTransport = options.transport === undefined;
+  const transport = options.transport ?? createMemoryTransport();
+  const source = options.source ?? `tidings://${service}`;
+  const wireMode = options.wireMode ?? 'binary';
+  if (wireMode !== 'binary' && wireMode !== 'structured')
+    throw invalid(`"wireMode" must be 'binary' or 'structured', got ${String(wireMode)}`);
+  const maxEventBytes = Math.min(
+    options.maxEventBytes ?? defaultMaxEventBytes,
+    transport.features.maxRecordBytes,
+  );
+  if (!Number.isInteger(maxEventBytes) || maxEventBytes < 1)
+    throw invalid(`"maxEventBytes" must be a positive integer, got ${maxEventBytes}`);
+  const clock = options.clock ?? systemClock;
+  const ids = options.idGenerator ?? uuidv7;
+  const random = options.random ?? Math.random;
+  const logger = options.logger ?? createConsoleLogger();
+  const parking = options.parking ?? createMemoryParking();
+
+  const consumers = new Set<Consumer>();
+  const commandOwners = new Map<string, string>();
+  let closed = false;
+  let closing: Promise<void> | undefined;
+
+  const ensureOpen = () => {
+    if (closed)
+      throw new TidingsError(
+        ErrorCode.CLOSED,
+        `bus of service "${service}" is closed; create a new bus to publish`,
+      );
+  };
+
+  /** Validates, builds and encodes one message; throws before anything is written. */
+  async function prepare(
+    definition: MessageDefinition,
+    data: unknown,
+    kind: 'event' | 'command',
+    publishOptions: Omit<PublishOptions, 'signal'> = {},
+  ): Promise<{ topic: string; id: string; record: OutgoingRecord }> {
+    if (!isDefinition(definition)) {
+      throw new TidingsError(
+        ErrorCode.INVALID_CONFIG,
+        `${kind === 'event' ? 'publish' : 'send'}: the first argument must come from define${kind === 'event' ? 'Event' : 'Command'}`,
+      );
+    }
+    if (definition.kind !== kind) {
+      throw new TidingsError(
+        ErrorCode.INVALID_CONFIG,
+        kind === 'event'
+          ? `publish: "${definition.type}" is a command; send it with bus.send`
+          : `send: "${definition.type}" is an event; publish it with bus.publish`,
+        { eventType: definition.type },
+      );
+    }
+    const id = publishOptions.id ?? ids();
+    const value = await validateWithSchema(
+      definition.schema,
+      data,
+      ErrorCode.VALIDATION_FAILED,
+      `${definition.type} was not published, its data is invalid`,
+      {
+        eventType: definition.type,
+        topic: definition.topic,
+        eventId: id,
+      },
+    );
+    const key = publishOptions.key ?? definition.keyOf(value);
+    if (typeof key !== 'string' || key.length === 0) {
+      throw new TidingsError(
+        ErrorCode.VALIDATION_FAILED,
+        `${definition.type} was not published: its key is empty; check the definition's "key"`,
+        {
+          eventType: definition.type,
+          retryable: false,
+        },
+      );
+    }
+    const time = publishOptions.time ?? new Date(clock.now());
+    const envelope: Envelope = {
+      id,
+      source,
+      type: definition.type,
+      specversion: '1.0',
+      time: time.toISOString(),
+      subject: key,
+      datacontenttype: 'application/json',
+      correlationid: publishOptions.correlationId ?? id,
+      partitionkey: key,
+      schemaversion: definition.version,
+      data: value,
+      ...(publishOptions.causationId === undefined ? {} : { causationid: publishOptions.causationId }),
+      ...(publishOptions.traceparent === undefined ? {} : { traceparent: publishOptions.traceparent }),
+      ...(publishOptions.tracestate === undefined ? {} : { tracestate: publishOptions.tracestate }),
+    };
+    const encoded = encodeEnvelope(envelope, wireMode);
+    const size = encodedSize(encoded) + Buffer.byteLength(key);
+    if (size > maxEventBytes) {
+      throw new TidingsError(
+        ErrorCode.EVENT_TOO_LARGE,
+        `${definition.type} was not published: it is ${size} bytes encoded, over the limit of ${maxEventBytes} bytes; ` +
+          `store large content elsewhere and publish a reference to it, or raise maxEventBytes (the transport allows ${transport.features.maxRecordBytes})`,
+        {
+          eventType: definition.type,
+          topic: definition.topic,
+          eventId: id,
+          size,
+          limit: maxEventBytes,
+          retryable: false,
+        },
+      );
+    }
+    return {
+      topic: definition.topic,
+      id,
+      record: { key, headers: encoded.headers, value: encoded.value, timestamp: time.getTime() },
+    };
+  }
+
+  async function write(topic: string, records: OutgoingRecord[], signal: AbortSignal | undefined) {
+    try {
+      return await transport.publish(topic, records, signal ? { signal } : {});
+    } catch (error) {
+      if (isTidingsError(error)) throw error;
+      throw new TidingsError(
+        ErrorCode.PUBLISH_FAILED,
+        `publishing to "${topic}" failed: ${describeError(error)}; the event may or may not be stored`,
+        {
+          topic,
+          cause: error,
+        },
+      );
+    }
+  }
+
+  async function publishOne(
+    definition: MessageDefinition,
+    data: unknown,
+    kind: 'event' | 'command',
+    publishOptions: PublishOptions = {},
+  ): Promise<Receipt> {
+    ensureOpen();
+    const { signal, ...rest } = publishOptions;
+    const prepared = await prepare(definition, data, kind, rest);
+    const [ack] = await write(prepared.topic, [prepared.record], signal);
+    if (!ack)
+      throw new TidingsError(
+        ErrorCode.PUBLISH_FAILED,
+        `transport "${transport.name}" returned no acknowledgement for ${definition.type}`,
+        { topic: prepared.topic },
+      );
+    return { id: prepared.id, topic: ack.topic, partition: ack.partition, offset: ack.offset };
+  }
+
+  /** `ctx.publish` / `ctx.send` for a handled envelope: causation and correlation and trace carried forward. */
+  function followUps(handled: Envelope): Pick<HandlerContext, 'publish' | 'send'> {
+    const carried = (publishOptions: PublishOptions = {}): PublishOptions => ({
+      correlationId: handled.correlationid ?? handled.id,
+      causationId: handled.id,
+      ...(handled.traceparent === undefined ? {} : { traceparent: handled.traceparent }),
+      ...(handled.tracestate === undefined ? {} : { tracestate: handled.tracestate }),
+      ...publishOptions,
+    });
+    return {
+      publish: (event, data, publishOptions) => publishOne(event, data, 'event', carried(publishOptions)),
+      send: (command, data, publishOptions) => publishOne(command, data, 'command', carried(publishOptions)),
+    };
+  }
+
+  const deps: ConsumerDeps = {
+    transport,
+    clock,
+    random,
+    logger,
+    parking,
+    followUps,
+    onClosed: (consumer) => {
+      consumers.delete(consumer);
+      for (const [type, group] of commandOwners)
+        if (group === consumer.group && !hasConsumer(group)) commandOwners.delete(type);
+    },
+  };
+
+  const hasConsumer = (group: string) => [...consumers].some((c) => c.group === group);
+
+  function localConsumer(group: string, topic: string): Consumer {
+    const consumer = [...consumers].find((c) => c.group === group && c.topics.includes(topic));
+    if (!consumer) {
+      throw new TidingsError(
+        ErrorCode.NOT_FOUND,
+        `no consumer of group "${group}" for topic "${topic}" runs on this bus; start it with bus.handle("${group}", ...) in this process first`,
+        { group, topic },
+      );
+    }
+    return consumer;
+  }
+
+  const bus: Bus = {
+    service,
+    transport,
+    publish: (event, data, publishOptions) => publishOne(event, data, 'event', publishOptions),
+    send: (command, data, publishOptions) => publishOne(command, data, 'command', publishOptions),
+    async publishMany(items, manyOptions = {}) {
+      ensureOpen();
+      const prepared = await Promise.all(
+        items.map((item) => prepare(item.event, item.data, 'event', item.options)),
+      );
+      const byTopic = new Map<string, number[]>();
+      prepared.forEach((p, index) => {
+        const list = byTopic.get(p.topic) ?? [];
+        list.push(index);
+        byTopic.set(p.topic, list);
+      });
+      const receipts = new Array<Receipt>(items.length);
+      await Promise.all(
+        [...byTopic].map(async ([topic, indexes]) => {
+          const acks = await write(
+            topic,
+            indexes.map((i) => prepared[i]!.record),
+            manyOptions.signal,
+          );
+          indexes.forEach((itemIndex, n) => {
+            const ack = acks[n];
+            if (!ack)
+              throw new TidingsError(
+                ErrorCode.PUBLISH_FAILED,
+                `transport "${transport.name}" returned too few acknowledgements for "${topic}"`,
+                { topic },
+              );
+            receipts[itemIndex] = {
+              id: prepared[itemIndex]!.id,
+              topic: ack.topic,
+              partition: ack.partition,
+              offset: ack.offset,
+            };
+          });
+        }),
+      );
+      return receipts;
+    },
+    handle(group, definitions, handler, consumerOptions) {
+      ensureOpen();
+      for (const definition of definitions) {
+        if (!isDefinition(definition)) {
+          throw new TidingsError(
+            ErrorCode.INVALID_CONFIG,
+            `handle("${group}"): every item of the list must come from defineEvent or defineCommand`,
+            { group },
+          );
+        }
+        if (definition.kind !== 'command') continue;
+        const owner = commandOwners.get(definition.type);
+        if (owner !== undefined && owner !== group) {
+          throw new TidingsError(
+            ErrorCode.INVALID_CONFIG,
+            `handle("${group}"): command "${definition.type}" is already handled by group "${owner}"; a command has exactly one handler`,
+            { group, eventType: definition.type },
+          );
+        }
+      }
+      const consumer = new Consumer(
+        deps,
+        group,
+        definitions,
+        handler as unknown as HandlerFn,
+        consumerOptions,
+      );
+      for (const definition of definitions)
+        if (definition.kind === 'command') commandOwners.set(definition.type, group);
+      consumers.add(consumer);
+      consumer.start();
+      return consumer;
+    },
+    parked: {
+      list: async (group) => parking.list(group),
+      retry: async (ref) => localConsumer(ref.group, ref.topic).retryParked(ref, false),
+      skip: async (ref) => localConsumer(ref.group, ref.topic).retryParked(ref, true),
+    },
+    deadLetters: {
+      list: ({ group, topic, limit }) => listDeadLetters(transport, topic, group, limit ?? 100),
+      retry: async ({ group, topic, id }) => {
+        const consumer = localConsumer(group, topic);
+        await consumer.retryDeadLetter(await getDeadLetter(transport, topic, group, id));
+      },
+      skip: async ({ group, topic, id }) => {
+        const letter = await getDeadLetter(transport, topic, group, id);
+        await transport.publish(letter.deadLetterTopic, [
+          resolutionRecord(letter.id, letter.key, 'skipped', clock.now()),
+        ]);
+      },
+    },
+    consumers: () => [...consumers],
+    close() {
+      closing ??= (async () => {
+        closed = true;
+        await Promise.allSettled([...consumers].map((consumer) => consumer.close()));
+        if (ownsTransport) await transport.close();
+      })();
+      return closing;
+    },
+    [Symbol.asyncDispose]: () => bus.close(),
+  };
+  return bus;
+}

@@ -1,0 +1,168 @@
+import { ErrorCode, TidingsError } from './errors.js';
+import { checkCommandName, checkEventName, type NamingMode } from './naming.js';
+import { isStandardSchema, type SchemaInput, type SchemaOutput, type StandardSchemaV1 } from './schema.js';
+
+const definitionBrand = Symbol.for('tidings.definition');
+
+/** How the aggregate key is taken from a payload: a property name, or a function. */
+export type KeySelector<TData> = (keyof TData & string) | ((data: TData) => string);
+
+interface DefinitionBase<TType extends string, TSchema extends StandardSchemaV1> {
+  readonly type: TType;
+  readonly schema: TSchema;
+  /** The schema version events are written with now (a positive integer; 1 for a new type). */
+  readonly version: number;
+  /** The topic the message travels on. */
+  readonly topic: string;
+  /** The aggregate key of a payload: decides partition and order. */
+  keyOf(data: SchemaOutput<TSchema>): string;
+  readonly [definitionBrand]: true;
+}
+
+/**
+ * An event type: an immutable fact, named in the past tense, that any number of consumer groups may react to.
+ * Created by {@link defineEvent}.
+ */
+export interface EventDefinition<
+  TType extends string = string,
+  TSchema extends StandardSchemaV1 = StandardSchemaV1,
+> extends DefinitionBase<TType, TSchema> {
+  readonly kind: 'event';
+}
+
+/**
+ * A command type: a request, named in the imperative, with exactly one handler. Created by {@link defineCommand}.
+ */
+export interface CommandDefinition<
+  TType extends string = string,
+  TSchema extends StandardSchemaV1 = StandardSchemaV1,
+> extends DefinitionBase<TType, TSchema> {
+  readonly kind: 'command';
+}
+
+/** An event or a command definition. */
+export type MessageDefinition = EventDefinition | CommandDefinition;
+
+/** The payload a publisher passes for a definition (the schema's input type). */
+export type InputOf<D extends MessageDefinition> = SchemaInput<D['schema']>;
+/** The payload a handler receives for a definition (the schema's output type). */
+export type DataOf<D extends MessageDefinition> = SchemaOutput<D['schema']>;
+
+export interface DefineOptions<TSchema extends StandardSchemaV1> {
+  /** Any Standard Schema: zod 4, valibot 1, ArkType, TypeBox with its Standard Schema adapter, ... */
+  schema: TSchema;
+  /** The aggregate key: a property of the payload, or a function of it. Same key, same partition, same order. */
+  key: KeySelector<SchemaOutput<TSchema>>;
+  /** The current schema version, a positive integer. Default 1. */
+  version?: number;
+  /**
+   * The topic. Events of one aggregate that must stay in order relative to each other share a topic
+   * (e.g. `orders` for OrderPlaced and OrderShipped). Default: the type name for events, `commands.<type>` for
+   * commands.
+   */
+  topic?: string;
+  /** What the naming check does with a finding: `'warn'` (default, a process warning), `'error'` or `'off'`. */
+  naming?: NamingMode;
+}
+
+/** Validates the common options and builds the definition object. */
+function define<TKind extends 'event' | 'command', TType extends string, TSchema extends StandardSchemaV1>(
+  kind: TKind,
+  type: TType,
+  options: DefineOptions<TSchema>,
+  findings: string[],
+): DefinitionBase<TType, TSchema> & { kind: TKind } {
+  const where = `define${kind === 'event' ? 'Event' : 'Command'}("${type}")`;
+  if (typeof type !== 'string' || !/^[A-Za-z][A-Za-z0-9_.-]{0,199}$/.test(type)) {
+    throw new TidingsError(
+      ErrorCode.INVALID_CONFIG,
+      `${where}: the type must start with a letter and contain only letters, digits, '_', '.' and '-' (at most 200 characters)`,
+    );
+  }
+  if (!isStandardSchema(options.schema)) {
+    throw new TidingsError(
+      ErrorCode.INVALID_CONFIG,
+      `${where}: "schema" must be a Standard Schema (zod 4, valibot 1, ArkType, ...); got ${typeof options.schema}`,
+    );
+  }
+  const version = options.version ?? 1;
+  if (!Number.isInteger(version) || version < 1) {
+    throw new TidingsError(
+      ErrorCode.INVALID_CONFIG,
+      `${where}: "version" must be a positive integer, got ${version}`,
+    );
+  }
+  const topic = options.topic ?? (kind === 'event' ? type : `commands.${type}`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,248}$/.test(topic)) {
+    throw new TidingsError(
+      ErrorCode.INVALID_CONFIG,
+      `${where}: topic "${topic}" must contain only letters, digits, '_', '.' and '-' and start with a letter or digit`,
+    );
+  }
+  const key = options.key;
+  let keyOf: (data: SchemaOutput<TSchema>) => string;
+  if (typeof key === 'function') {
+    keyOf = (data) => String(key(data));
+  } else if (typeof key === 'string') {
+    keyOf = (data) => String((data as Record<string, unknown>)[key]);
+  } else {
+    throw new TidingsError(
+      ErrorCode.INVALID_CONFIG,
+      `${where}: "key" must name a payload property or be a function returning the aggregate key`,
+    );
+  }
+  reportNaming(where, options.naming ?? 'warn', findings);
+  return Object.freeze({
+    kind,
+    type,
+    schema: options.schema,
+    version,
+    topic,
+    keyOf,
+    [definitionBrand]: true as const,
+  });
+}
+
+function reportNaming(where: string, mode: NamingMode, findings: string[]): void {
+  if (mode === 'off' || findings.length === 0) return;
+  const message = `${where}: ${findings.join('; ')}. Set naming: 'off' on this definition to silence this.`;
+  if (mode === 'error') throw new TidingsError(ErrorCode.INVALID_CONFIG, message);
+  process.emitWarning(message, { code: 'TIDINGS_NAMING' });
+}
+
+/**
+ * Defines an event type: a fact in the past tense (`OrderPlaced`), validated by `schema` at publish time, keyed by
+ * its aggregate so events of one aggregate stay in order.
+ *
+ * Throws `INVALID_CONFIG` at once for a bad type, schema, version, key or topic, and (with `naming: 'error'`) for a
+ * name that reads as a command or table operation; with the default `naming: 'warn'` such a name emits a process
+ * warning with code `TIDINGS_NAMING`.
+ */
+export function defineEvent<const TType extends string, TSchema extends StandardSchemaV1>(
+  type: TType,
+  options: DefineOptions<TSchema>,
+): EventDefinition<TType, TSchema> {
+  return define('event', type, options, checkEventName(type));
+}
+
+/**
+ * Defines a command type: a request in the imperative (`PlaceOrder`) that exactly one handler serves. Commands
+ * travel on their own topic (`commands.<type>` by default) and are sent with `bus.send`.
+ *
+ * Throws as {@link defineEvent} does; the naming check flags a command named like a past event.
+ */
+export function defineCommand<const TType extends string, TSchema extends StandardSchemaV1>(
+  type: TType,
+  options: DefineOptions<TSchema>,
+): CommandDefinition<TType, TSchema> {
+  return define('command', type, options, checkCommandName(type));
+}
+
+/** True for an event or command definition from any installed copy of Tidings. */
+export function isDefinition(value: unknown): value is MessageDefinition {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[definitionBrand] === true
+  );
+}
