@@ -6,6 +6,9 @@
  * it knows nothing of event types, schemas or handlers. Three small roles: publish, subscribe, admin.
  */
 
+import type { InboxStore } from './inbox.js';
+import type { ParkingStore } from './parking.js';
+
 /** The most records one `TransportAdmin.read` call returns, on every transport. */
 export const readLimitMax = 10_000;
 
@@ -197,6 +200,55 @@ export interface TransportFeatures {
   maxRecordBytes: number;
 }
 
+/** What an operator asked a running consumer group to do (from the CLI or console, possibly in another process). */
+export type OperatorRequest = {
+  id: string;
+  group: string;
+  topic: string;
+  key: string;
+  /** ms since epoch. */
+  requestedAt: number;
+} & (
+  | { kind: 'retry-parked' | 'skip-parked' }
+  | {
+      kind: 'retry-dead-letter';
+      /** `<partition>:<offset>` in the dead-letter topic. */
+      deadLetterId: string;
+    }
+);
+
+/** The outcome a consumer records for a request it carried out. */
+export interface OperatorRequestOutcome {
+  ok: boolean;
+  /** What happened, in a sentence. */
+  message: string;
+}
+
+/**
+ * Durable requests from operators to consumer groups. A request is carried out by the running member of the group
+ * that owns the key's partition, which polls `pending` and records `complete`.
+ */
+export interface OperatorRequestStore {
+  /** Files a request; resolves with its id. */
+  add(request: Omit<OperatorRequest, 'id' | 'requestedAt'>): string | Promise<string>;
+  /** Requests of `group` not yet completed, oldest first, at most `limit`. */
+  pending(group: string, limit: number): OperatorRequest[] | Promise<OperatorRequest[]>;
+  /** Marks a request done; completing twice keeps the first outcome. */
+  complete(id: string, outcome: OperatorRequestOutcome): void | Promise<void>;
+  /** A request with its outcome, if any; undefined if unknown. */
+  get(id: string):
+    | (OperatorRequest & { outcome?: OperatorRequestOutcome })
+    | undefined
+    | Promise<(OperatorRequest & { outcome?: OperatorRequestOutcome }) | undefined>;
+}
+
+/** Durable stores a transport keeps beside its data; the bus uses them instead of the in-memory defaults. */
+export interface TransportStores {
+  parking?: ParkingStore;
+  inbox?: InboxStore;
+  requests?: OperatorRequestStore;
+}
+
 /**
  * A transport: publish, subscribe, admin. Implementations validate and default their config at construction.
  */
@@ -205,6 +257,8 @@ export interface Transport {
   readonly name: string;
   readonly features: TransportFeatures;
   readonly admin: TransportAdmin;
+  /** Durable parking, inbox and operator-request stores, when the transport has somewhere to keep them. */
+  readonly stores?: TransportStores;
   /**
    * Appends records to a topic (created with the transport's default partition count if it does not exist).
    * Resolves, with one ack per record in input order, only when every record is durable on the transport.
