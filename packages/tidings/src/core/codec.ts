@@ -266,6 +266,9 @@ export function decodeEnvelope(record: {
 }
 
 function lowerCaseHeaders(headers: Readonly<Record<string, string>>): Record<string, string> {
+  // Fast path: Tidings and most brokers already deliver lower-case names; then the record's own object serves (its
+  // prototype is Object.prototype or null, and no attribute name collides with an Object.prototype member).
+  if (allLowerCase(headers)) return headers as Record<string, string>;
   // A null prototype, so that a header named `__proto__` or `constructor` is just a header.
   const lower = Object.create(null) as Record<string, string>;
   for (const name of Object.keys(headers)) {
@@ -283,6 +286,15 @@ function lowerCaseHeaders(headers: Readonly<Record<string, string>>): Record<str
     lower[key] = value;
   }
   return lower;
+}
+
+function allLowerCase(headers: Readonly<Record<string, string>>): boolean {
+  if (Object.getPrototypeOf(headers) !== Object.prototype && Object.getPrototypeOf(headers) !== null)
+    return false;
+  for (const name in headers) {
+    if (!Object.hasOwn(headers, name) || name === '__proto__' || name !== name.toLowerCase()) return false;
+  }
+  return true;
 }
 
 function decodeBinary(headers: Record<string, string>, value: Uint8Array): Envelope {

@@ -6,13 +6,23 @@ export type IdGenerator = () => string;
 let lastMs = 0;
 let sequence = 0;
 
+// Random bytes are drawn from the OS in blocks, not per id: one syscall per 512 ids.
+const poolBytes = 16 * 512;
+const pool = new Uint8Array(poolBytes);
+let poolOffset = poolBytes;
+const hex = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
+
 /**
  * A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then a 12-bit counter that keeps ids created in the same
  * millisecond in increasing order within this process, then 62 random bits. Sortable by creation time.
  */
 export const uuidv7: IdGenerator = () => {
-  const bytes = new Uint8Array(16);
-  randomFillSync(bytes);
+  if (poolOffset === poolBytes) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const bytes = pool.subarray(poolOffset, poolOffset + 16);
+  poolOffset += 16;
   let ms = Date.now();
   if (ms <= lastMs) {
     sequence = (sequence + 1) & 0xfff;
@@ -30,7 +40,11 @@ export const uuidv7: IdGenerator = () => {
   bytes[5] = ms & 0xff;
   bytes[6] = 0x70 | ((sequence >>> 8) & 0x0f);
   bytes[7] = sequence & 0xff;
-  bytes[8] = 0x80 | ((bytes[8] ?? 0) & 0x3f);
-  const hex = Buffer.from(bytes).toString('hex');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  bytes[8] = 0x80 | (bytes[8]! & 0x3f);
+  let out = '';
+  for (let i = 0; i < 16; i++) {
+    if (i === 4 || i === 6 || i === 8 || i === 10) out += '-';
+    out += hex[bytes[i]!]!;
+  }
+  return out;
 };

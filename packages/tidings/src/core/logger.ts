@@ -22,6 +22,7 @@ export function createConsoleLogger(
   level: LogLevel = parseLevel(process.env.TIDINGS_LOG_LEVEL) ?? 'warn',
   bindings: Record<string, unknown> = {},
 ): Logger {
+  if (level === 'silent') return silentLogger;
   const threshold = levelRank[level];
   const write =
     (entryLevel: Exclude<LogLevel, 'silent'>) => (fields: Record<string, unknown>, message: string) => {
@@ -41,8 +42,16 @@ export function createConsoleLogger(
   };
 }
 
-/** A logger that drops everything. */
-export const silentLogger: Logger = createConsoleLogger('silent');
+const drop = () => undefined;
+
+/** A logger that drops everything (its `child` is itself, so binding fields costs nothing). */
+export const silentLogger: Logger = {
+  debug: drop,
+  info: drop,
+  warn: drop,
+  error: drop,
+  child: () => silentLogger,
+};
 
 /** Binds fields to a logger, through its `child` when it has one. */
 export function childLogger(logger: Logger, bindings: Record<string, unknown>): Logger {

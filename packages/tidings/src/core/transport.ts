@@ -236,7 +236,9 @@ export interface OperatorRequestStore {
   /** Marks a request done; completing twice keeps the first outcome. */
   complete(id: string, outcome: OperatorRequestOutcome): void | Promise<void>;
   /** A request with its outcome, if any; undefined if unknown. */
-  get(id: string):
+  get(
+    id: string,
+  ):
     | (OperatorRequest & { outcome?: OperatorRequestOutcome })
     | undefined
     | Promise<(OperatorRequest & { outcome?: OperatorRequestOutcome }) | undefined>;
