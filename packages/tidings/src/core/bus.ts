@@ -9,6 +9,7 @@ import { ErrorCode, TidingsError, describeError, isTidingsError } from './errors
 import type { HandledMessage, HandlerContext, HandlerFn, PublishOptions, Receipt } from './handler.js';
 import { uuidv7, type IdGenerator } from './ids.js';
 import { createConsoleLogger, type Logger } from './logger.js';
+import type { InboxStore } from './inbox.js';
 import { createMemoryParking, type ParkedKey, type ParkedKeyRef, type ParkingStore } from './parking.js';
 import { validateWithSchema } from './schema.js';
 import type { OutgoingRecord, Transport } from './transport.js';
@@ -29,7 +30,7 @@ export interface BusOptions {
   wireMode?: WireMode;
   /** The largest encoded event (headers plus body) `publish` accepts. Default 1 MiB (1,048,576 bytes). */
   maxEventBytes?: number;
-  /** Where parked keys are kept. Default: in memory. */
+  /** Where parked keys are kept. Default: the transport's durable store (the embedded log has one), else memory. */
   parking?: ParkingStore;
   /** Default: JSON lines on stderr at level `warn` (or `TIDINGS_LOG_LEVEL`). Pass pino for production. */
   logger?: Logger;
@@ -161,7 +162,28 @@ export function createBus(options: BusOptions): Bus {
   const ids = options.idGenerator ?? uuidv7;
   const random = options.random ?? Math.random;
   const logger = options.logger ?? createConsoleLogger();
-  const parking = options.parking ?? createMemoryParking();
+  // Stores are looked up when first used, so a transport that connects lazily can supply its own.
+  let memoryParking: ParkingStore | undefined;
+  const resolveParking = (): ParkingStore =>
+    options.parking ?? transport.stores?.parking ?? (memoryParking ??= createMemoryParking());
+  const parking: ParkingStore = {
+    isParked: (ref) => resolveParking().isParked(ref),
+    append: (ref, event, failure) => resolveParking().append(ref, event, failure),
+    recordFailure: (ref, failure) => resolveParking().recordFailure(ref, failure),
+    get: (ref) => resolveParking().get(ref),
+    list: (group) => resolveParking().list(group),
+    shift: (ref) => resolveParking().shift(ref),
+  };
+  const defaultInbox = (): InboxStore => {
+    const inbox = transport.stores?.inbox;
+    if (!inbox) {
+      throw new TidingsError(
+        ErrorCode.INVALID_CONFIG,
+        `inbox: true needs a transport with a durable inbox, and "${transport.name}" has none; pass an InboxStore (e.g. createMemoryInbox())`,
+      );
+    }
+    return inbox;
+  };
 
   const consumers = new Set<Consumer>();
   const commandOwners = new Map<string, string>();
@@ -318,6 +340,8 @@ export function createBus(options: BusOptions): Bus {
     random,
     logger,
     parking,
+    defaultInbox,
+    requests: () => transport.stores?.requests,
     followUps,
     onClosed: (consumer) => {
       consumers.delete(consumer);
@@ -403,6 +427,8 @@ export function createBus(options: BusOptions): Bus {
           );
         }
       }
+      if (consumerOptions?.inbox === true && transport.stores?.inbox === undefined && !ownsTransport)
+        defaultInbox(); // throws at setup
       const consumer = new Consumer(
         deps,
         group,

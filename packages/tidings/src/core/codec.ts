@@ -268,7 +268,7 @@ export function decodeEnvelope(record: {
 function lowerCaseHeaders(headers: Readonly<Record<string, string>>): Record<string, string> {
   // Fast path: Tidings and most brokers already deliver lower-case names; then the record's own object serves (its
   // prototype is Object.prototype or null, and no attribute name collides with an Object.prototype member).
-  if (allLowerCase(headers)) return headers as Record<string, string>;
+  if (allLowerCase(headers)) return headers;
   // A null prototype, so that a header named `__proto__` or `constructor` is just a header.
   const lower = Object.create(null) as Record<string, string>;
   for (const name of Object.keys(headers)) {

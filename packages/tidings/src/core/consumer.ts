@@ -2,6 +2,7 @@ import type { Clock } from './clock.js';
 import { decodeEnvelope } from './codec.js';
 import {
   deadLetterRecord,
+  getDeadLetter,
   deadLetterTopic,
   resolutionRecord,
   type DeadLetter,
@@ -16,7 +17,16 @@ import { childLogger, type Logger } from './logger.js';
 import { idempotent, retry, timeout, type RetryOptions } from './middleware.js';
 import type { ParkedEvent, ParkedKeyRef, ParkingStore } from './parking.js';
 import { validateWithSchema } from './schema.js';
-import type { Delivery, StartPosition, Subscription, Transport } from './transport.js';
+import { partitionForKey } from './partitioner.js';
+import type {
+  Delivery,
+  OperatorRequest,
+  OperatorRequestOutcome,
+  OperatorRequestStore,
+  StartPosition,
+  Subscription,
+  Transport,
+} from './transport.js';
 
 /** What happens to an event whose retries are spent. */
 export type FailurePolicy = 'park' | 'deadLetter';
@@ -39,8 +49,11 @@ export interface ConsumerOptions {
    * skipped, while other keys keep flowing.
    */
   onFailure?: FailurePolicy;
-  /** Skip events this group already handled (idempotent consumer). Default: none. */
-  inbox?: InboxStore;
+  /**
+   * Skip events this group already handled (idempotent consumer), by (group, event id): an {@link InboxStore}, or
+   * `true` for the transport's durable inbox (the embedded log keeps one in its data directory). Default: none.
+   */
+  inbox?: InboxStore | true;
   /** Extra middleware, outermost first. Runs inside retry (once per attempt) and outside the timeout. */
   middleware?: readonly Middleware[];
   /** How long `close()` waits for running handlers before aborting their signals. Default 10,000 ms. */
@@ -91,6 +104,10 @@ export interface ConsumerDeps {
   random: () => number;
   logger: Logger;
   parking: ParkingStore;
+  /** The inbox behind `inbox: true`; throws `INVALID_CONFIG` when the transport has none. */
+  defaultInbox(): InboxStore;
+  /** Where operators' requests for this group arrive, when the transport keeps them. */
+  requests(): OperatorRequestStore | undefined;
   /** Builds the handler context's `publish` and `send`, bound to the handled envelope. */
   followUps(envelope: Envelope): Pick<HandlerContext, 'publish' | 'send'>;
   onClosed(consumer: Consumer): void;
@@ -139,6 +156,8 @@ export class Consumer {
   readonly #readySet = new Set<string>();
   readonly #running = new Map<string, Promise<void>>();
   readonly #abort = new AbortController();
+  /** Aborted as soon as close() starts: stops background loops (not handlers). */
+  readonly #stopping = new AbortController();
   readonly #tracker = new SettleTracker();
   readonly #externalSignal: AbortSignal | undefined;
   #subscription: Subscription | undefined;
@@ -193,7 +212,14 @@ export class Consumer {
 
     // Order, outermost first: inbox (a duplicate costs nothing), retry, user middleware, timeout, handler.
     const chain: Middleware[] = [];
-    if (options.inbox) chain.push(idempotent(options.inbox, () => this.#stats.duplicates++));
+    if (options.inbox) {
+      // `true` is resolved per call: a transport that connects lazily supplies its inbox once connected.
+      const inbox: InboxStore =
+        options.inbox === true
+          ? { has: (g, id) => deps.defaultInbox().has(g, id), add: (g, id) => deps.defaultInbox().add(g, id) }
+          : options.inbox;
+      chain.push(idempotent(inbox, () => this.#stats.duplicates++));
+    }
     if (options.retry !== false)
       chain.push(retry(options.retry ?? {}, { clock: deps.clock, random: deps.random }));
     chain.push(...(options.middleware ?? []));
@@ -222,6 +248,71 @@ export class Consumer {
       prefetch: this.#prefetch,
     });
     void this.#intake(this.#subscription);
+    void this.#serveOperatorRequests();
+  }
+
+  /** How often the consumer looks for operators' requests (retry or skip a parked key, retry a dead letter). */
+  static readonly requestPollMs = 1_000;
+
+  /**
+   * Carries out operators' requests filed for this group (e.g. by the CLI in another process), for keys whose
+   * partition this member owns, so each request runs in the key's queue of exactly one member.
+   */
+  async #serveOperatorRequests(): Promise<void> {
+    const partitionCounts = new Map<string, number>();
+    while (!this.#closing) {
+      try {
+        await this.#deps.clock.sleep(Consumer.requestPollMs, this.#stopping.signal);
+      } catch {
+        return; // closing
+      }
+      const store = this.#deps.requests();
+      if (!store || !this.#subscription) continue;
+      try {
+        const owned = new Set(this.#subscription.assignments().map((a) => `${a.topic}\u0000${a.partition}`));
+        for (const request of await store.pending(this.group, 100)) {
+          if (this.#closing) return;
+          if (!this.topics.includes(request.topic)) continue;
+          let partitions = partitionCounts.get(request.topic);
+          if (partitions === undefined) {
+            partitions = (await this.#deps.transport.admin.describeTopic(request.topic)).partitions;
+            partitionCounts.set(request.topic, partitions);
+          }
+          if (!owned.has(`${request.topic}\u0000${partitionForKey(request.key, partitions)}`)) continue;
+          await store.complete(request.id, await this.#carryOut(request));
+        }
+      } catch (error) {
+        this.#deps.logger.error(
+          { group: this.group, err: error },
+          'could not serve operator requests; trying again',
+        );
+      }
+    }
+  }
+
+  async #carryOut(request: OperatorRequest): Promise<OperatorRequestOutcome> {
+    const ref = { group: this.group, topic: request.topic, key: request.key };
+    try {
+      if (request.kind === 'retry-dead-letter') {
+        const letter = await getDeadLetter(
+          this.#deps.transport,
+          request.topic,
+          this.group,
+          request.deadLetterId,
+        );
+        await this.retryDeadLetter(letter);
+        return { ok: true, message: `dead letter ${request.deadLetterId} handled successfully` };
+      }
+      const result = await this.retryParked(ref, request.kind === 'skip-parked');
+      return result.error === undefined
+        ? { ok: true, message: `key "${request.key}" released: ${result.processed} event(s) handled` }
+        : {
+            ok: false,
+            message: `key "${request.key}" still parked (${result.remaining} event(s)): ${result.error}`,
+          };
+    } catch (error) {
+      return { ok: false, message: describeError(error) };
+    }
   }
 
   /** Counts since start. */
@@ -288,6 +379,7 @@ export class Consumer {
 
   async #close(): Promise<void> {
     this.#closing = true;
+    this.#stopping.abort();
     this.#tracker.notify();
     // Queued work never started: leave it un-acknowledged so the group gets it again.
     for (const queue of this.#queues.values()) queue.items.length = 0;
@@ -332,6 +424,7 @@ export class Consumer {
       // The transport ended the subscription on its own (transport closed or failed).
       const reason = await subscription.closed;
       this.#closing = true;
+      this.#stopping.abort();
       await Promise.allSettled([...this.#running.values()]);
       this.#deps.onClosed(this);
       this.#resolveClosed(reason);
