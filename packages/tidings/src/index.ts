@@ -66,7 +66,14 @@ export {
   type ParkedEvent,
   type MemoryParkingOptions,
 } from './core/parking.js';
-export { deadLetterTopic, type DeadLetter, type DeadLetterReason } from './core/dead-letters.js';
+export {
+  deadLetterTopic,
+  listDeadLetters,
+  getDeadLetter,
+  resolveDeadLetter,
+  type DeadLetter,
+  type DeadLetterReason,
+} from './core/dead-letters.js';
 export {
   TidingsError,
   ErrorCode,

@@ -194,3 +194,16 @@ export async function getDeadLetter(
   }
   return letter;
 }
+
+/**
+ * Marks dead letter `letter` as retried or skipped by appending a marker to its dead-letter topic; it is no longer
+ * listed. Resolves once the marker is durable. Used by `bus.deadLetters.skip` and by tools without a consumer.
+ */
+export async function resolveDeadLetter(
+  transport: Transport,
+  letter: DeadLetter,
+  resolution: 'retried' | 'skipped',
+  now: number = Date.now(),
+): Promise<void> {
+  await transport.publish(letter.deadLetterTopic, [resolutionRecord(letter.id, letter.key, resolution, now)]);
+}
