@@ -31,7 +31,9 @@ export async function benchMemory(events: number, runs: number): Promise<BenchRe
   });
 
   const busPublish = await median(runs, async () => {
-    const bus = createBus({ service: 'bench', logger: silentLogger });
+    // The transport is explicit: without one, createBus now uses the embedded log in ./.tidings.
+    const transport = createMemoryTransport();
+    const bus = createBus({ service: 'bench', transport, logger: silentLogger });
     const started = performance.now();
     for (let i = 0; i < events; i += batch) {
       const items = [];
@@ -41,6 +43,7 @@ export async function benchMemory(events: number, runs: number): Promise<BenchRe
     }
     const rate = events / ((performance.now() - started) / 1000);
     await bus.close();
+    await transport.close();
     return rate;
   });
 

@@ -9,6 +9,13 @@ export interface BenchResult {
   ratio: number;
 }
 
+/** Cases measured together (they share a setup or a peer); `names` are what `--only` matches, as prefixes of the
+ * results' case names. */
+export interface CaseGroup {
+  names: readonly string[];
+  run(): Promise<BenchResult[]>;
+}
+
 export function result(
   name: string,
   value: number,

@@ -1,4 +1,7 @@
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -13,7 +16,7 @@ async function runExample(file: string, args: string[] = []): Promise<string[]> 
     ['--import', 'tsx', '--conditions=tidings-source', file, ...args],
     {
       cwd: root,
-      timeout: 60_000,
+      timeout: 120_000,
       env: { ...process.env, NODE_NO_WARNINGS: '1' },
     },
   );
@@ -27,9 +30,17 @@ describe('examples run and report success', () => {
     expect(lines.at(-1)).toBe('quickstart ok');
   });
 
-  it('shop (the npm start demo)', async () => {
-    const lines = await runExample('examples/shop/main.ts', ['--orders', '20']);
-    expect(lines.at(-1)).toBe('demo ok');
-    expect(lines.join('\n')).toMatch(/warehouse: parked key order-0007/);
-  });
+  it('shop (the npm start demo): separate processes on the embedded log', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tidings-shop-'));
+    try {
+      const lines = await runExample('examples/shop/main.ts', ['--orders', '20', '--data-dir', dataDir]);
+      const output = lines.join('\n');
+      expect(lines.at(-1)).toBe('demo ok');
+      expect(output).toMatch(/email: still down, \d+ events behind, nothing lost/);
+      expect(output).toMatch(/recommendations: backfilled 20 OrderPlaced events/);
+      expect(output).toMatch(/warehouse: key order-0007 is parked after 3 attempts/);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 150_000);
 });

@@ -1,20 +1,22 @@
-// The Tidings shop demo: an order service and five consumer groups, a consumer outage and catch-up, a late group
-// that backfills from the start, and a poison event that is parked, shown and skipped.
-// Run it with `npm start` (options: `npm start -- --help`).
+// The Tidings shop demo. An order service and six consumer services run as separate processes sharing the
+// embedded log in ./.tidings: email goes down and catches up, a late recommendations group backfills from the
+// start, and the warehouse parks a poison order that an operator request then skips.
+// Run it with `npm start`; options: `npm start -- --help`.
+import { fork, type ChildProcess } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import {
-  createBus,
-  createMemoryInbox,
-  createMemoryTransport,
-  silentLogger,
-  type Consumer,
-  type Receipt,
-} from 'tidings';
-import { OrderPlaced, OrderShipped, PaymentReceived, type OrderPlacedData } from './events.js';
+import { isTidingsError } from 'tidings';
+import { createLogTransport } from 'tidings/log';
+import { POISON_ORDER, eventsFor } from './catalog.js';
+import type { FromService, ServiceStats, ToService } from './protocol.js';
 
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const { values: args } = parseArgs({
   options: {
     orders: { type: 'string', default: '40' },
+    'data-dir': { type: 'string', default: `${repoRoot}.tidings` },
+    'keep-running': { type: 'boolean', default: false },
     quiet: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -22,158 +24,202 @@ const { values: args } = parseArgs({
 if (args.help) {
   console.log(`Usage: npm start -- [options]
 
-A small shop on Tidings: an order service publishes OrderPlaced, PaymentReceived and OrderShipped; email,
-analytics, warehouse, loyalty and fraud detection each consume in their own group.
+The Tidings shop: an order service publishes OrderPlaced, PaymentReceived and OrderShipped; email, analytics,
+warehouse, loyalty, fraud-detection and (late) recommendations consume in their own groups, each in its own
+process, all sharing the embedded log. The data directory is emptied at the start of each run.
 
 Options:
-  --orders N   orders to place (default 40, at least 10)
-  --quiet      print only the summary
-  -h, --help   show this help`);
+  --orders N         orders to place (default 40; 10 to 10000)
+  --data-dir DIR     the embedded log's directory (default ./.tidings at the repository root)
+  --keep-running     after the checks, keep placing an order a second until Ctrl-C
+  --quiet            print only the summary and the verdict
+  -h, --help         show this help
+
+Afterwards, look inside with the CLI: npx tidings groups lag, npx tidings tail orders --from earliest`);
   process.exit(0);
 }
 const orderCount = Number(args.orders);
-if (!Number.isInteger(orderCount) || orderCount < 10 || orderCount > 100_000) {
-  console.error(`--orders must be a whole number from 10 to 100000, got "${args.orders}"`);
+if (!Number.isInteger(orderCount) || orderCount < 10 || orderCount > 10_000) {
+  console.error(`--orders must be a whole number from 10 to 10000, got "${args.orders}"`);
   process.exit(2);
 }
+const dataDir = args['data-dir'];
 const say = (line: string) => {
   if (!args.quiet) console.log(line);
 };
-
-const transport = createMemoryTransport();
-const bus = createBus({ service: 'order-service', transport, logger: silentLogger });
 const checks: Array<{ name: string; ok: boolean }> = [];
 const check = (name: string, ok: boolean) => checks.push({ name, ok });
-
-// --- consumers ----------------------------------------------------------------------------------------------------
-const emailsSent: string[] = [];
-const revenue = { total: 0 };
-const stock = new Map<string, number>();
-const points = new Map<string, number>();
-const flagged: string[] = [];
-const POISON_ORDER = 'order-0007';
-
-function startEmail(): Consumer {
-  return bus.handle('email', [OrderPlaced, OrderShipped], ({ type, data }) => {
-    emailsSent.push(`${type}:${data.orderId}`);
-  });
-}
-let email = startEmail();
-const analytics = bus.handle('analytics', [PaymentReceived], ({ data }) => {
-  revenue.total += data.amount;
-});
-const warehouse = bus.handle(
-  'warehouse',
-  [OrderPlaced],
-  ({ data }) => {
-    if (data.orderId === POISON_ORDER)
-      throw new Error(`SKU "${data.items[0]?.sku}" does not exist in the warehouse`);
-    for (const item of data.items) stock.set(item.sku, (stock.get(item.sku) ?? 0) - item.quantity);
-  },
-  { onFailure: 'park', retry: { maxAttempts: 3, initialDelayMs: 5 } },
-);
-const loyaltyInbox = createMemoryInbox();
-const loyalty = bus.handle(
-  'loyalty',
-  [PaymentReceived],
-  ({ data, key }) => {
-    points.set(key, (points.get(key) ?? 0) + Math.floor(data.amount));
-  },
-  { inbox: loyaltyInbox },
-);
-const fraud = bus.handle('fraud-detection', [OrderPlaced], ({ data }) => {
-  if (data.total > 900) flagged.push(data.orderId);
-});
-
-// --- the order service ----------------------------------------------------------------------------------------------
-function order(n: number): OrderPlacedData {
-  const orderId = `order-${String(n).padStart(4, '0')}`;
-  const sku = orderId === POISON_ORDER ? 'SKU-DOES-NOT-EXIST' : `SKU-${(n % 5) + 1}`;
-  return {
-    orderId,
-    customer: `customer-${n % 7}`,
-    items: [{ sku, quantity: (n % 3) + 1 }],
-    total: 10 + ((n * 37) % 1000),
-  };
-}
-
-async function placeOrders(from: number, to: number): Promise<Receipt[]> {
-  const receipts: Receipt[] = [];
-  for (let n = from; n < to; n++) {
-    const placed = order(n);
-    receipts.push(await bus.publish(OrderPlaced, placed));
-    receipts.push(await bus.publish(PaymentReceived, { orderId: placed.orderId, amount: placed.total }));
-    if (n % 2 === 0)
-      receipts.push(await bus.publish(OrderShipped, { orderId: placed.orderId, carrier: 'parcel-co' }));
-  }
-  return receipts;
-}
-
 const started = performance.now();
+
+// --- processes ------------------------------------------------------------------------------------------------------
+/** Every service process still running; none outlives the demo, however it ends. */
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+interface Service {
+  name: string;
+  child: ChildProcess;
+  waitFor<K extends FromService['kind']>(kind: K): Promise<Extract<FromService, { kind: K }>>;
+  send(message: ToService): void;
+  stop(): Promise<void>;
+}
+
+function startService(name: string): Promise<Service> {
+  const file = fileURLToPath(
+    new URL(
+      name === 'order-service' ? './services/order-service.ts' : './services/consumer.ts',
+      import.meta.url,
+    ),
+  );
+  const child = fork(file, name === 'order-service' ? [] : [name], {
+    execArgv: ['--import', 'tsx', '--conditions=tidings-source'],
+    // Services log only errors: the demo narrates retries and parking itself.
+    env: {
+      ...process.env,
+      TIDINGS_DATA_DIR: dataDir,
+      TIDINGS_LOG_LEVEL: process.env.TIDINGS_LOG_LEVEL ?? 'error',
+    },
+  });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  const waiters: Array<{ kind: string; resolve: (message: FromService) => void }> = [];
+  child.on('message', (message: FromService) => {
+    if (message.kind === 'log') return say(message.line);
+    const index = waiters.findIndex((w) => w.kind === message.kind);
+    if (index >= 0) waiters.splice(index, 1)[0]!.resolve(message);
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const service: Service = {
+    name,
+    child,
+    waitFor: (kind) =>
+      new Promise((resolve, reject) => {
+        waiters.push({ kind, resolve: resolve as (message: FromService) => void });
+        void exited.then((code) =>
+          reject(new Error(`${name} exited (code ${code}) while we waited for "${kind}"`)),
+        );
+      }),
+    send: (message) => child.send(message),
+    stop: async () => {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+  return service.waitFor('ready').then(() => service);
+}
+
+// --- the run --------------------------------------------------------------------------------------------------------
+await rm(dataDir, { recursive: true, force: true });
+const log = createLogTransport({ dataDir }); // the orchestrator's own view: lag, parked keys, operator requests
+await log.admin.createTopic('orders', { partitions: 4 });
+say(`shop: a fresh embedded log in ${dataDir}, topic "orders" with 4 partitions`);
+
+const groups = ['email', 'analytics', 'warehouse', 'loyalty', 'fraud-detection'];
+const services = new Map<string, Service>();
+for (const service of await Promise.all(groups.map(startService))) services.set(service.name, service);
+const orders = await startService('order-service');
+say(`shop: ${groups.join(', ')} and the order service are running, each in its own process`);
+
+/** The group's total lag; Infinity while its first member has not joined yet. */
+async function totalLag(group: string): Promise<number> {
+  try {
+    return (await log.admin.describeGroup(group)).lag.reduce((sum, partition) => sum + partition.lag, 0);
+  } catch (error) {
+    if (isTidingsError(error, 'NOT_FOUND')) return Number.POSITIVE_INFINITY;
+    throw error;
+  }
+}
+async function waitForLagZero(names: readonly string[], what: string): Promise<void> {
+  const deadline = performance.now() + 30_000;
+  for (;;) {
+    const lags = await Promise.all(names.map(totalLag));
+    if (lags.every((lag) => lag === 0)) return;
+    if (performance.now() > deadline)
+      throw new Error(
+        `${what}: groups still behind after 30 s: ${names.map((n, i) => `${n}=${lags[i]}`).join(', ')}`,
+      );
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+async function statsOf(service: Service): Promise<ServiceStats> {
+  const reply = service.waitFor('stats');
+  service.send({ kind: 'stats' });
+  return (await reply).stats;
+}
+
 const half = Math.floor(orderCount / 2);
 say(`order-service: placing orders 1..${half}`);
-let receipts = await placeOrders(1, half + 1);
-await Promise.all([email, analytics, warehouse, loyalty, fraud].map((c) => c.waitFor(receipts)));
-say(`email: ${emailsSent.length} emails sent so far`);
+orders.send({ kind: 'place', from: 1, to: half + 1 });
+await orders.waitFor('placed');
+await waitForLagZero(groups, 'first half');
+const emailBefore = await statsOf(services.get('email')!);
+say(`email: sent ${emailBefore.processed} emails so far`);
 
-say('email: going down for maintenance (its group keeps its committed offset)');
-await email.close();
-const emailsBeforeOutage = emailsSent.length;
-const emailProcessedBeforeOutage = email.stats().processed;
+say('email: going down for maintenance; its group keeps its committed offsets');
+await services.get('email')!.stop();
 say(`order-service: placing orders ${half + 1}..${orderCount} while email is down`);
-receipts = await placeOrders(half + 1, orderCount + 1);
-const emailLagDuringOutage = (await transport.admin.describeGroup('email')).lag.reduce(
-  (sum, p) => sum + p.lag,
-  0,
+orders.send({ kind: 'place', from: half + 1, to: orderCount + 1 });
+await orders.waitFor('placed');
+orders.send({ kind: 'duplicate-payment' });
+await orders.waitFor('placed');
+say('order-service: re-published one PaymentReceived with its original id (a producer retry)');
+await waitForLagZero(
+  groups.filter((g) => g !== 'email'),
+  'second half',
 );
-say(`email: down, lag ${emailLagDuringOutage} events, nothing lost`);
-check('email lagged while it was down', emailLagDuringOutage > 0);
+const emailLag = await totalLag('email');
+say(`email: still down, ${emailLag} events behind, nothing lost`);
+check('email fell behind while it was down', emailLag > 0);
 
-// A producer retries a publish whose acknowledgement it missed: same event id. The loyalty inbox drops it.
-const retried = await bus.publish(
-  PaymentReceived,
-  { orderId: 'order-0001', amount: order(1).total },
-  { id: receipts[1]!.id },
+services.set('email', await startService('email'));
+say('email: back up, catching up from its committed offsets');
+await waitForLagZero(['email'], 'email catch-up');
+const emailAfter = await statsOf(services.get('email')!);
+say(`email: caught up, ${emailAfter.processed} emails sent after the outage`);
+
+services.set('recommendations', await startService('recommendations'));
+say('recommendations: a new group joins late and replays the log from the start');
+await waitForLagZero(['recommendations'], 'recommendations backfill');
+const recs = await statsOf(services.get('recommendations')!);
+say(`recommendations: backfilled ${recs.processed} OrderPlaced events written before it existed`);
+
+const [parked] = await log.stores.parking.list('warehouse');
+say(
+  `warehouse: key ${parked?.key} is parked after ${parked?.attempts} attempts (${parked?.error}); ${parked?.events.length ?? 0} event(s) held`,
 );
-receipts.push(retried);
-
-email = startEmail();
-say('email: back up, catching up from its committed offset');
-await Promise.all([email, analytics, warehouse, loyalty, fraud].map((c) => c.waitFor(receipts)));
-say(`email: caught up, ${emailsSent.length - emailsBeforeOutage} emails sent after the outage`);
-
-// A late group joins and backfills from the start of the log.
-const recommendations = new Map<string, Set<string>>();
-const recs = bus.handle(
-  'recommendations',
-  [OrderPlaced],
-  ({ data }) => {
-    const bought = recommendations.get(data.customer) ?? new Set<string>();
-    for (const item of data.items) bought.add(item.sku);
-    recommendations.set(data.customer, bought);
-  },
-  { startFrom: 'earliest' },
-);
-await recs.waitFor(receipts);
-say(`recommendations: joined late, replayed the history of ${recommendations.size} customers`);
-
-// The poison order is parked in the warehouse group: its key waits, every other order flowed.
-const [parked] = await bus.parked.list('warehouse');
-say(`warehouse: parked key ${parked?.key} after ${parked?.attempts} attempts: ${parked?.error}`);
 check('the poison order is parked in the warehouse', parked?.key === POISON_ORDER);
-const skipped = await bus.parked.skip({ group: 'warehouse', topic: 'orders', key: POISON_ORDER });
-say(`warehouse: skipped the poison event; ${skipped.remaining} remain parked`);
+const requestId = await log.stores.requests.add({
+  kind: 'skip-parked',
+  group: 'warehouse',
+  topic: 'orders',
+  key: POISON_ORDER,
+});
+say(
+  `operator: asked the warehouse to skip the poison event (request ${requestId}, as \`npx tidings parked skip\` does)`,
+);
+const deadline = performance.now() + 15_000;
+let outcome: { ok: boolean; message: string } | undefined;
+while (!outcome && performance.now() < deadline) {
+  outcome = (await log.stores.requests.get(requestId))?.outcome;
+  if (!outcome) await new Promise((resolve) => setTimeout(resolve, 50));
+}
+say(`warehouse: ${outcome?.message ?? 'did not answer the request in 15 s'}`);
+check('the warehouse carried out the skip request', outcome?.ok === true);
+check('nothing is parked any more', (await log.stores.parking.list()).length === 0);
 
 // --- summary --------------------------------------------------------------------------------------------------------
-const consumers = { email, analytics, warehouse, loyalty, 'fraud-detection': fraud, recommendations: recs };
-const rows: string[][] = [['group', 'processed', 'lag', 'duplicates suppressed', 'parked']];
-let totalLag = 0;
-for (const [group, consumer] of Object.entries(consumers)) {
-  const stats = consumer.stats();
-  if (group === 'email') stats.processed += emailProcessedBeforeOutage; // both runs of the email service
-  const lag = (await transport.admin.describeGroup(group)).lag.reduce((sum, p) => sum + p.lag, 0);
-  totalLag += lag;
-  rows.push([group, String(stats.processed), String(lag), String(stats.duplicates), String(stats.parked)]);
+const names = [...groups, 'recommendations'];
+const rows = [['group', 'processed', 'lag', 'duplicates suppressed', 'parked']];
+let lagSum = 0;
+const all = new Map<string, ServiceStats>();
+for (const name of names) {
+  const stats = await statsOf(services.get(name)!);
+  if (name === 'email') stats.processed += emailBefore.processed; // both runs of the email service
+  all.set(name, stats);
+  const lag = await totalLag(name);
+  lagSum += lag;
+  rows.push([name, String(stats.processed), String(lag), String(stats.duplicates), String(stats.parked)]);
 }
 const widths = rows[0]!.map((_, col) => Math.max(...rows.map((row) => row[col]!.length)));
 console.log('');
@@ -183,24 +229,36 @@ for (const row of rows)
   );
 console.log('');
 
-const shippedCount = Math.floor(orderCount / 2); // even-numbered orders ship
-check('every group is at lag 0', totalLag === 0);
+const placed = orderCount;
+const shipped = Math.floor(orderCount / 2);
+check('every group is at lag 0', lagSum === 0);
 check(
-  'email caught up with every OrderPlaced and OrderShipped',
-  emailsSent.length >= orderCount + shippedCount,
+  'email handled every OrderPlaced and OrderShipped across its outage',
+  (all.get('email')?.processed ?? 0) >= placed + shipped,
 );
-check('loyalty suppressed the duplicate payment', loyalty.stats().duplicates === 1);
-check('recommendations backfilled every customer', recommendations.size === 7);
 check(
-  'nothing was dead-lettered',
-  (await bus.deadLetters.list({ group: 'warehouse', topic: 'orders' })).length === 0,
+  'analytics handled every payment (and the duplicate, having no inbox)',
+  (all.get('analytics')?.processed ?? 0) >= placed + 1,
 );
+check('loyalty suppressed the duplicate payment', (all.get('loyalty')?.duplicates ?? 0) >= 1);
+check('recommendations replayed every OrderPlaced', (all.get('recommendations')?.processed ?? 0) >= placed);
+check('the order service wrote the expected events', eventsFor(1, orderCount + 1) === placed * 2 + shipped);
 
-await bus.close();
-await transport.close();
+if (args['keep-running']) {
+  say('shop: keeping the services running; an order a second. Ctrl-C to stop.');
+  let next = orderCount + 1;
+  const timer = setInterval(() => orders.send({ kind: 'place', from: next, to: ++next }), 1000);
+  await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+  clearInterval(timer);
+}
+
+await Promise.all([...services.values(), orders].map((service) => service.stop()));
+await log.close();
 const failed = checks.filter((c) => !c.ok);
 for (const c of failed) console.log(`check failed: ${c.name}`);
-say(`finished in ${Math.round(performance.now() - started)} ms`);
+say(
+  `shop: finished in ${((performance.now() - started) / 1000).toFixed(1)} s; try \`npx tidings groups lag\``,
+);
 if (failed.length > 0) {
   console.log('demo failed');
   process.exit(1);

@@ -103,5 +103,11 @@ export type {
   TopicDescription,
   PartitionLag,
   GroupDescription,
+  TransportStores,
+  OperatorRequest,
+  NewOperatorRequest,
+  OperatorRequestOutcome,
+  OperatorRequestStore,
 } from './core/transport.js';
+export { readLimitMax } from './core/transport.js';
 export { createMemoryTransport, type MemoryTransportOptions } from './memory/index.js';

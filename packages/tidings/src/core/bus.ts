@@ -13,17 +13,25 @@ import type { InboxStore } from './inbox.js';
 import { createMemoryParking, type ParkedKey, type ParkedKeyRef, type ParkingStore } from './parking.js';
 import { validateWithSchema } from './schema.js';
 import type { OutgoingRecord, Transport } from './transport.js';
-import { createMemoryTransport } from '../memory/transport.js';
+import { createDefaultTransport } from './default-transport.js';
 
 /** Options of {@link createBus}. Validated and defaulted once, here. */
 export interface BusOptions {
-  /** The name of this service: the envelope's `source` is `tidings://<service>` unless `source` is given. */
-  service: string;
   /**
-   * Where events go. Default: a new in-memory transport owned by this bus (events live as long as the process).
-   * A transport passed in is shared, and not closed by `bus.close()`: whoever created it closes it.
+   * The name of this service: the envelope's `source` is `tidings://<service>` unless `source` is given.
+   * Default: the `TIDINGS_SERVICE` environment variable, else `app`.
+   */
+  service?: string;
+  /**
+   * Where events go. Default: the embedded durable log in `dataDir`, owned by this bus (loaded on first use; needs
+   * better-sqlite3 12). A transport passed in is shared, and not closed by `bus.close()`: whoever created it closes it.
    */
   transport?: Transport;
+  /**
+   * The data directory of the default transport. Default: the `TIDINGS_DATA_DIR` environment variable, else
+   * `./.tidings`. Ignored when `transport` is given.
+   */
+  dataDir?: string;
   /** The CloudEvents `source` attribute. Default `tidings://<service>`. */
   source?: string;
   /** How envelopes travel: attributes as headers (`binary`, default) or one JSON document (`structured`). */
@@ -134,20 +142,21 @@ export interface Bus {
 const defaultMaxEventBytes = 1024 * 1024;
 
 /**
- * Creates a bus. Throws `INVALID_CONFIG` for a bad option.
+ * Creates a bus. With no options it runs on the embedded durable log in `./.tidings` (or `TIDINGS_DATA_DIR`).
+ * Throws `INVALID_CONFIG` for a bad option.
  */
-export function createBus(options: BusOptions): Bus {
+export function createBus(options: BusOptions = {}): Bus {
   const invalid = (message: string) => new TidingsError(ErrorCode.INVALID_CONFIG, `createBus: ${message}`);
   if (typeof options !== 'object' || options === null)
     throw invalid('pass an options object, e.g. createBus({ service: "orders" })');
-  const { service } = options;
+  const service = options.service ?? process.env.TIDINGS_SERVICE ?? 'app';
   if (typeof service !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/.test(service)) {
     throw invalid(
       `"service" must be a name of letters, digits, '_', '.' and '-', e.g. "orders"; got ${JSON.stringify(service)}`,
     );
   }
   const ownsTransport = options.transport === undefined;
-  const transport = options.transport ?? createMemoryTransport();
+  const transport = options.transport ?? createDefaultTransport(options.dataDir);
   const source = options.source ?? `tidings://${service}`;
   const wireMode = options.wireMode ?? 'binary';
   if (wireMode !== 'binary' && wireMode !== 'structured')

@@ -113,7 +113,8 @@ export interface ConsumerDeps {
   onClosed(consumer: Consumer): void;
 }
 
-type Work = { kind: 'delivery'; delivery: Delivery } | { kind: 'task'; run: () => Promise<void> };
+type Work =
+  { kind: 'delivery'; delivery: Delivery } | { kind: 'task'; run: () => Promise<void>; cancel: () => void };
 
 interface KeyQueue {
   ref: ParkedKeyRef;
@@ -363,7 +364,13 @@ export class Consumer {
 
   async #committedPast(position: Position): Promise<boolean> {
     if (this.#tracker.seesPartition(position)) return false;
-    const description = await this.#deps.transport.admin.describeGroup(this.group);
+    let description;
+    try {
+      description = await this.#deps.transport.admin.describeGroup(this.group);
+    } catch (error) {
+      if (isTidingsError(error, ErrorCode.NOT_FOUND)) return false; // the group's join is not written yet
+      throw error;
+    }
     const lag = description.lag.find((l) => l.topic === position.topic && l.partition === position.partition);
     return lag !== undefined && lag.committedOffset > position.offset;
   }
@@ -381,8 +388,12 @@ export class Consumer {
     this.#closing = true;
     this.#stopping.abort();
     this.#tracker.notify();
-    // Queued work never started: leave it un-acknowledged so the group gets it again.
-    for (const queue of this.#queues.values()) queue.items.length = 0;
+    // Queued work never started: deliveries stay un-acknowledged so the group gets them again; queued operator
+    // tasks (parked or dead-letter retries) are told the consumer closed.
+    for (const queue of this.#queues.values()) {
+      for (const item of queue.items) if (item.kind === 'task') item.cancel();
+      queue.items.length = 0;
+    }
     const running = Promise.allSettled([...this.#running.values()]);
     const stopTimer = new AbortController();
     const timer = this.#deps.clock.sleep(this.#closeTimeoutMs, stopTimer.signal).then(
@@ -591,7 +602,7 @@ export class Consumer {
     };
     try {
       await this.#chain({ type: envelope.type, data, key: record.key }, ctx);
-      this.#stats.processed++;
+      if (sink.attempts > 0) this.#stats.processed++; // 0: the inbox recognised a duplicate, the handler never ran
       return { ok: true };
     } catch (error) {
       return { ok: false, error, attempts: Math.max(1, sink.attempts) };
@@ -644,7 +655,13 @@ export class Consumer {
         new TidingsError(ErrorCode.CLOSED, `consumer "${this.group}" is closed`, { group: this.group }),
       );
     return new Promise<T>((resolve, reject) => {
-      this.#enqueue({ kind: 'task', run: () => task().then(resolve, reject) }, topic, key);
+      const closed = () =>
+        reject(
+          new TidingsError(ErrorCode.CLOSED, `consumer "${this.group}" closed before the request ran`, {
+            group: this.group,
+          }),
+        );
+      this.#enqueue({ kind: 'task', run: () => task().then(resolve, reject), cancel: closed }, topic, key);
     });
   }
 

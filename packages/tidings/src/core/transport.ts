@@ -217,6 +217,13 @@ export type OperatorRequest = {
     }
 );
 
+/** A request as filed: everything but the id and time the store assigns. */
+export type NewOperatorRequest = OperatorRequest extends infer R
+  ? R extends OperatorRequest
+    ? Omit<R, 'id' | 'requestedAt'>
+    : never
+  : never;
+
 /** The outcome a consumer records for a request it carried out. */
 export interface OperatorRequestOutcome {
   ok: boolean;
@@ -230,7 +237,7 @@ export interface OperatorRequestOutcome {
  */
 export interface OperatorRequestStore {
   /** Files a request; resolves with its id. */
-  add(request: Omit<OperatorRequest, 'id' | 'requestedAt'>): string | Promise<string>;
+  add(request: NewOperatorRequest): string | Promise<string>;
   /** Requests of `group` not yet completed, oldest first, at most `limit`. */
   pending(group: string, limit: number): OperatorRequest[] | Promise<OperatorRequest[]>;
   /** Marks a request done; completing twice keeps the first outcome. */
@@ -260,7 +267,7 @@ export interface Transport {
   readonly features: TransportFeatures;
   readonly admin: TransportAdmin;
   /** Durable parking, inbox and operator-request stores, when the transport has somewhere to keep them. */
-  readonly stores?: TransportStores;
+  readonly stores?: TransportStores | undefined;
   /**
    * Appends records to a topic (created with the transport's default partition count if it does not exist).
    * Resolves, with one ack per record in input order, only when every record is durable on the transport.
