@@ -363,7 +363,12 @@ export class Consumer {
   }
 
   async #committedPast(position: Position): Promise<boolean> {
-    if (this.#tracker.seesPartition(position)) return false;
+    // While this member owns a partition it has consumed, its own settlements answer; once the partition has moved
+    // to another member (a rebalance), only the group's committed offset can.
+    const owned = this.#subscription
+      ?.assignments()
+      .some((a) => a.topic === position.topic && a.partition === position.partition);
+    if (owned === true && this.#tracker.seesPartition(position)) return false;
     let description;
     try {
       description = await this.#deps.transport.admin.describeGroup(this.group);
