@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { measureDiskPeers, type DiskPeers } from './disk.js';
 import { logCases } from './log.js';
 import { benchMemory } from './memory.js';
+import { benchPostgres } from './postgres.js';
 import { report, result, type BenchResult, type CaseGroup } from './report.js';
 
 const { values } = parseArgs({
@@ -57,6 +58,18 @@ const groups: CaseGroup[] = [
 ];
 
 groups.push(...logCases({ events, runs, diskPeers }));
+
+/** Broker transports against their raw clients; broker events are a fifth of the log's, brokers being slower. */
+const brokerEvents = Math.max(1000, Math.floor(events / 5));
+groups.push({
+  names: [
+    'postgres: publish via bus (batches of 100)',
+    'postgres: consume via bus.handle',
+    'postgres: transport.publish (batches of 100)',
+    'postgres: transport.subscribe, ack each',
+  ],
+  run: () => benchPostgres(brokerEvents, runs),
+});
 
 const chosen = groups.filter((group) => group.names.some(selected));
 if (chosen.length === 0) {
