@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { measureDiskPeers, type DiskPeers } from './disk.js';
 import { logCases } from './log.js';
 import { benchMemory } from './memory.js';
+import { benchNats } from './nats.js';
 import { benchPostgres } from './postgres.js';
 import { report, result, type BenchResult, type CaseGroup } from './report.js';
 
@@ -69,6 +70,14 @@ groups.push({
     'postgres: transport.subscribe, ack each',
   ],
   run: () => benchPostgres(brokerEvents, runs),
+});
+groups.push({
+  names: [
+    'nats: publish via bus (batches of 100)',
+    'nats: consume, transport subscription + ack',
+    'nats: consume via bus.handle',
+  ],
+  run: () => benchNats(brokerEvents, runs),
 });
 
 const chosen = groups.filter((group) => group.names.some(selected));
