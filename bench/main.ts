@@ -6,6 +6,7 @@ import { logCases } from './log.js';
 import { benchMemory } from './memory.js';
 import { benchNats } from './nats.js';
 import { benchPostgres } from './postgres.js';
+import { benchRedis } from './redis.js';
 import { report, result, type BenchResult, type CaseGroup } from './report.js';
 
 const { values } = parseArgs({
@@ -78,6 +79,15 @@ groups.push({
     'nats: consume via bus.handle',
   ],
   run: () => benchNats(brokerEvents, runs),
+});
+groups.push({
+  names: [
+    'redis: publish via bus (batches of 100)',
+    'redis: consume via bus.handle',
+    'redis: transport.publish (batches of 100)',
+    'redis: transport.subscribe, ack each',
+  ],
+  run: () => benchRedis(brokerEvents, runs),
 });
 
 const chosen = groups.filter((group) => group.names.some(selected));
