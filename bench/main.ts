@@ -6,6 +6,7 @@ import { logCases } from './log.js';
 import { benchMemory } from './memory.js';
 import { benchNats } from './nats.js';
 import { benchPostgres } from './postgres.js';
+import { benchRabbitMq } from './rabbitmq.js';
 import { benchRedis } from './redis.js';
 import { report, result, type BenchResult, type CaseGroup } from './report.js';
 
@@ -88,6 +89,10 @@ groups.push({
     'redis: transport.subscribe, ack each',
   ],
   run: () => benchRedis(brokerEvents, runs),
+});
+groups.push({
+  names: ['rabbitmq: publish via bus (batches of 100)', 'rabbitmq: consume via bus.handle'],
+  run: () => benchRabbitMq(brokerEvents, runs),
 });
 
 const chosen = groups.filter((group) => group.names.some(selected));

@@ -1,0 +1,218 @@
+/**
+ * One AMQP connection per transport, opened on first use and opened again after it is lost. Every user of the
+ * connection (publisher, members, admin) asks for it when it needs it; members also listen for its loss to fence
+ * what they owned and rejoin.
+ */
+import { connect, type Channel, type ChannelModel, type ConfirmChannel } from 'amqplib';
+import { describeError, ErrorCode, TidingsError } from '../core/errors.js';
+import type { ResolvedOptions } from './options.js';
+
+export class Connector {
+  private current: Promise<ChannelModel> | undefined;
+  private confirm: Promise<ConfirmChannel> | undefined;
+  private closed = false;
+  private readonly downListeners = new Set<(epoch: number) => void>();
+  /** Bumped every time a connection is lost; work tagged with an older epoch is stale. */
+  epoch = 0;
+
+  constructor(private readonly options: ResolvedOptions) {}
+
+  /** The live connection, connecting first if needed. Rejects with `TRANSPORT_UNAVAILABLE` naming the URL. */
+  connection(): Promise<ChannelModel> {
+    if (this.closed) return Promise.reject(closedError());
+    this.current ??= this.open();
+    return this.current;
+  }
+
+  private async open(): Promise<ChannelModel> {
+    const epoch = this.epoch;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const model = await Promise.race([
+        // noDelay: a publish waits for its confirmation, so Nagle's algorithm would add ~40 ms to every one.
+        connect(this.options.url, {
+          timeout: this.options.connectTimeoutMs,
+          noDelay: true,
+          ...this.options.socketOptions,
+        }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`no connection within ${this.options.connectTimeoutMs} ms`)),
+            this.options.connectTimeoutMs,
+          );
+        }),
+      ]);
+      clearTimeout(timer);
+      if (this.closed || epoch !== this.epoch) {
+        await model.close().catch(() => undefined);
+        throw this.closed ? closedError() : new Error('connection superseded');
+      }
+      model.on('error', () => undefined); // 'close' follows and does the work
+      ignoreFramesOnClosedChannels(model);
+      model.on('close', () => this.lost(epoch));
+      return model;
+    } catch (error) {
+      clearTimeout(timer);
+      if (epoch === this.epoch) {
+        this.current = undefined;
+        this.confirm = undefined;
+      }
+      if (this.closed) throw closedError();
+      throw unavailable(this.options.displayUrl, error);
+    }
+  }
+
+  private lost(epoch: number): void {
+    if (epoch !== this.epoch) return;
+    this.epoch++;
+    this.current = undefined;
+    this.confirm = undefined;
+    for (const listener of [...this.downListeners]) listener(this.epoch);
+  }
+
+  /** Called with the new epoch each time the connection is lost. Returns the unsubscribe function. */
+  onDown(listener: (epoch: number) => void): () => void {
+    this.downListeners.add(listener);
+    return () => this.downListeners.delete(listener);
+  }
+
+  /** A new channel on the live connection, its errors absorbed (the channel's `close` event tells its users). */
+  async channel(): Promise<Channel> {
+    const model = await this.connection();
+    try {
+      const channel = await model.createChannel();
+      channel.on('error', () => undefined); // its 'close' tells its users
+      return channel;
+    } catch (error) {
+      throw unavailable(this.options.displayUrl, error);
+    }
+  }
+
+  /** The shared confirm channel for publishes and commits; a new one if the previous one closed. */
+  confirmChannel(): Promise<ConfirmChannel> {
+    if (this.closed) return Promise.reject(closedError());
+    const existing = this.confirm;
+    if (existing !== undefined) return existing;
+    const created = (async () => {
+      const model = await this.connection();
+      try {
+        const channel = await model.createConfirmChannel();
+        channel.on('error', () => undefined); // pending confirms fail with the close
+        channel.on('close', () => {
+          if (this.confirm === created) this.confirm = undefined;
+        });
+        channel.setMaxListeners(0);
+        return channel;
+      } catch (error) {
+        throw unavailable(this.options.displayUrl, error);
+      }
+    })();
+    this.confirm = created;
+    created.catch(() => {
+      if (this.confirm === created) this.confirm = undefined;
+    });
+    return created;
+  }
+
+  /** Runs `work` on a channel of its own, closed afterwards (a server error in `work` closes only that channel). */
+  async withChannel<T>(work: (channel: Channel) => Promise<T>): Promise<T> {
+    const channel = await this.channel();
+    try {
+      return await work(channel);
+    } finally {
+      await closeQuietly(channel);
+    }
+  }
+
+  get url(): string {
+    return this.options.displayUrl;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.epoch++;
+    const current = this.current;
+    this.current = undefined;
+    this.confirm = undefined;
+    this.downListeners.clear();
+    if (current !== undefined) {
+      const model = await current.catch(() => undefined);
+      await model?.close().catch(() => undefined);
+    }
+  }
+}
+
+/**
+ * RabbitMQ may still send a frame or two for a channel that was just closed (a delivery that was in flight, typically
+ * from a stream consumer); amqplib treats any frame on an unknown channel as a protocol error and closes the whole
+ * connection. Ignore such frames instead, as the RabbitMQ Java client does (its UnknownChannelException handling).
+ */
+function ignoreFramesOnClosedChannels(model: ChannelModel): void {
+  const connection = model.connection as unknown as {
+    accept?: (frame: { channel?: number }) => unknown;
+    channels?: unknown[];
+  };
+  const accept = connection.accept;
+  if (typeof accept !== 'function' || !Array.isArray(connection.channels)) return;
+  connection.accept = function (this: typeof connection, frame: { channel?: number }) {
+    const channel = frame.channel;
+    if (typeof channel === 'number' && channel !== 0 && !this.channels?.[channel]) return undefined;
+    return accept.call(this, frame);
+  };
+}
+
+/** Closes a channel, giving up after `ms` (a close can wait forever for a broker that went away). */
+export async function closeQuietly(channel: Channel | undefined, ms = 2_000): Promise<void> {
+  if (channel === undefined) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    channel.close().catch(() => undefined),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
+}
+
+/** Cancels a consumer (so that no more deliveries come), then closes its channel; both bounded in time. */
+export async function cancelAndClose(
+  channel: Channel | undefined,
+  consumerTag: string | undefined,
+): Promise<void> {
+  if (channel === undefined) return;
+  if (consumerTag !== undefined)
+    await withTimeout(
+      channel.cancel(consumerTag).catch(() => undefined),
+      2_000,
+    );
+  await closeQuietly(channel);
+}
+
+export async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function unavailable(url: string, cause: unknown): TidingsError {
+  if (cause instanceof TidingsError) return cause;
+  return new TidingsError(
+    ErrorCode.TRANSPORT_UNAVAILABLE,
+    `Cannot reach RabbitMQ at ${url}: ${describeError(cause)}. Check that the broker is running and that the URL, ` +
+      `credentials and TLS options are right; the transport connects again on the next call.`,
+    { url, cause },
+  );
+}
+
+function closedError(): TidingsError {
+  return new TidingsError(ErrorCode.CLOSED, 'The RabbitMQ transport is closed. Create a new transport.');
+}
