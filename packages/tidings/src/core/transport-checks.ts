@@ -1,0 +1,188 @@
+/**
+ * Input checks shared by the transports that validate records and subscriptions themselves (the embedded log and
+ * Redis), worded as the in-memory transport words them (same limits, same codes), so every transport rejects the
+ * same input the same way.
+ */
+import { ErrorCode, TidingsError, type ErrorDetails } from './errors.js';
+import type { OutgoingRecord, StartPosition, SubscribeOptions } from './transport.js';
+
+export const limits = {
+  partitions: 10_000,
+  prefetch: 100_000,
+  topicNameLength: 249,
+  groupNameLength: 249,
+} as const;
+
+export function invalid(message: string, details: ErrorDetails = {}): TidingsError {
+  return new TidingsError(ErrorCode.INVALID_CONFIG, message, details);
+}
+
+export function describeValue(value: unknown): string {
+  if (typeof value === 'string')
+    return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
+  if (value === null || value === undefined || typeof value !== 'object') return String(value);
+  if (Array.isArray(value)) return 'an array';
+  return `an object (${(value as { constructor?: { name?: string } }).constructor?.name ?? 'no prototype'})`;
+}
+
+export function checkInteger(value: unknown, what: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw invalid(`${what} must be an integer from ${min} to ${max}, got ${describeValue(value)}.`);
+  }
+  return value;
+}
+
+export function checkNumber(value: unknown, what: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
+    throw invalid(`${what} must be a finite number >= ${min}, got ${describeValue(value)}.`);
+  }
+  return value;
+}
+
+export function checkName(
+  value: unknown,
+  kind: 'topic' | 'group',
+  maxLength: number,
+): asserts value is string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) {
+    throw invalid(
+      `A ${kind} name must be a non-empty string of at most ${maxLength} characters, got ${describeValue(value)}.`,
+    );
+  }
+}
+
+export function checkStartPosition(value: unknown, where: string): StartPosition {
+  if (value === 'earliest' || value === 'latest') return value;
+  if (typeof value === 'object' && value !== null) {
+    const position = value as { offset?: unknown; timestamp?: unknown };
+    if ('offset' in position && !('timestamp' in position)) {
+      return { offset: checkInteger(position.offset, `${where}: offset`, 0, Number.MAX_SAFE_INTEGER) };
+    }
+    if ('timestamp' in position && !('offset' in position)) {
+      return { timestamp: checkNumber(position.timestamp, `${where}: timestamp`, Number.MIN_SAFE_INTEGER) };
+    }
+  }
+  throw invalid(
+    `${where} got start position ${describeValue(value)}; use 'earliest', 'latest', { offset: n } or ` +
+      `{ timestamp: ms }.`,
+  );
+}
+
+export interface CheckedSubscribeOptions {
+  group: string;
+  topics: string[];
+  startFrom: StartPosition;
+  prefetch: number;
+  signal: AbortSignal | undefined;
+}
+
+export function checkSubscribeOptions(options: SubscribeOptions): CheckedSubscribeOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw invalid(`subscribe needs an options object with group and topics, got ${describeValue(options)}.`);
+  }
+  checkName(options.group, 'group', limits.groupNameLength);
+  const group = options.group;
+  if (!Array.isArray(options.topics) || options.topics.length === 0) {
+    throw invalid(
+      `subscribe for group '${group}' needs a non-empty array of topics, got ${describeValue(options.topics)}.`,
+      { group },
+    );
+  }
+  const topics: readonly string[] = options.topics;
+  for (const topic of topics) checkName(topic, 'topic', limits.topicNameLength);
+  const startFrom =
+    options.startFrom === undefined
+      ? 'latest'
+      : checkStartPosition(options.startFrom, `subscribe for group '${group}'`);
+  const prefetch =
+    options.prefetch === undefined
+      ? 256
+      : checkInteger(options.prefetch, `prefetch of a subscription of group '${group}'`, 1, limits.prefetch);
+  const signal = options.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw invalid(
+      `signal of a subscription of group '${group}' must be an AbortSignal, got ${describeValue(signal)}.`,
+      {
+        group,
+      },
+    );
+  }
+  return { group, topics: [...new Set(topics)], startFrom, prefetch, signal };
+}
+
+/** Checks the shape of one outgoing record (its size is checked when it is encoded; see {@link recordTooLarge}). */
+export function checkRecord(topic: string, record: OutgoingRecord, index: number): void {
+  if (typeof record !== 'object' || record === null) {
+    throw badRecord(topic, index, `is ${describeValue(record)}, not an object`);
+  }
+  if (typeof record.key !== 'string') {
+    throw badRecord(topic, index, `has key ${describeValue(record.key)}; the key must be a string`);
+  }
+  if (!(record.value instanceof Uint8Array)) {
+    throw badRecord(topic, index, `has value ${describeValue(record.value)}; the value must be a Uint8Array`);
+  }
+  if (
+    record.timestamp !== undefined &&
+    !(
+      Number.isFinite(record.timestamp) &&
+      record.timestamp >= 0 &&
+      record.timestamp <= Number.MAX_SAFE_INTEGER
+    )
+  ) {
+    throw badRecord(
+      topic,
+      index,
+      `has timestamp ${describeValue(record.timestamp)}; it must be ms since the epoch, or absent`,
+    );
+  }
+  const headers: unknown = record.headers;
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) {
+    throw badRecord(
+      topic,
+      index,
+      `has headers ${describeValue(headers)}; headers must be an object of strings`,
+    );
+  }
+  for (const name in headers) {
+    const value = (headers as Record<string, unknown>)[name];
+    if (!Object.hasOwn(headers, name)) continue;
+    if (typeof value !== 'string') {
+      throw badRecord(
+        topic,
+        index,
+        `has header '${name}' = ${describeValue(value)}; header values must be strings`,
+      );
+    }
+  }
+}
+
+function badRecord(topic: string, index: number, what: string): TidingsError {
+  return new TidingsError(
+    ErrorCode.VALIDATION_FAILED,
+    `Record ${index} published to topic '${topic}' ${what}; nothing was written. Fix the record and publish again.`,
+    { topic, index },
+  );
+}
+
+/**
+ * The error for a record over `maxRecordBytes`; its size counts the value plus the UTF-8 bytes of the key and of
+ * every header name and value. `transport` names the transport in the message ("the embedded log's"); `raiseHint`
+ * adds what raising the limit allows.
+ */
+export function recordTooLarge(
+  transport: string,
+  topic: string,
+  key: string,
+  index: number,
+  bytes: number,
+  maxRecordBytes: number,
+  raiseHint = '',
+): TidingsError {
+  return new TidingsError(
+    ErrorCode.EVENT_TOO_LARGE,
+    `Record ${index} published to topic '${topic}' (key '${key}') is ${bytes} bytes, over ${transport} ` +
+      `maxRecordBytes limit of ${maxRecordBytes}; nothing was written. Make the event smaller (store large payloads ` +
+      `elsewhere and publish a reference) or raise maxRecordBytes${raiseHint}.`,
+    { topic, index, sizeBytes: bytes, maxRecordBytes },
+  );
+}
