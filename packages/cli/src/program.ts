@@ -7,6 +7,7 @@ import { registerDeadLetters } from './commands/dead-letters.js';
 import { registerGroups } from './commands/groups.js';
 import { registerParked } from './commands/parked.js';
 import { registerPublish } from './commands/publish.js';
+import { registerServe } from './commands/serve.js';
 import { registerTail } from './commands/tail.js';
 import { registerTopics } from './commands/topics.js';
 import { defaultDataDir, type CliDeps } from './context.js';
@@ -78,6 +79,7 @@ Examples:
   registerGroups(program, deps);
   registerDeadLetters(program, deps);
   registerParked(program, deps);
+  registerServe(program, deps);
 
   // Commander's own errors (unknown option, missing argument, bad value), as one line naming the command's help.
   const configure = (command: Command) => {

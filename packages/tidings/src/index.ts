@@ -88,6 +88,7 @@ export { createConsoleLogger, silentLogger, type Logger, type LogLevel } from '.
 export { partitionForKey } from './core/partitioner.js';
 export { closeOnSignals, type Closable, type CloseOnSignalsOptions } from './core/signals.js';
 export type { StandardSchemaV1 } from './core/schema.js';
+export { toJsonSchema, type JsonSchema, type JsonSchemaConverter } from './core/json-schema.js';
 export type {
   Transport,
   TransportAdmin,

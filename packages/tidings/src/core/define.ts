@@ -1,4 +1,5 @@
 import { ErrorCode, TidingsError } from './errors.js';
+import { toJsonSchema, type JsonSchema, type JsonSchemaConverter } from './json-schema.js';
 import { checkCommandName, checkEventName, type NamingMode } from './naming.js';
 import { isStandardSchema, type SchemaInput, type SchemaOutput, type StandardSchemaV1 } from './schema.js';
 
@@ -16,6 +17,12 @@ interface DefinitionBase<TType extends string, TSchema extends StandardSchemaV1>
   readonly topic: string;
   /** The aggregate key of a payload: decides partition and order. */
   keyOf(data: SchemaOutput<TSchema>): string;
+  /**
+   * The JSON Schema of the payload (what publishers write), for the schema registry, AsyncAPI and other tools: the
+   * definition's `jsonSchema` option, else derived from the schema (see {@link toJsonSchema}). Throws
+   * `INVALID_CONFIG` when neither is available and no `converter` yields one.
+   */
+  jsonSchema(converter?: JsonSchemaConverter): JsonSchema;
   readonly [definitionBrand]: true;
 }
 
@@ -63,6 +70,11 @@ export interface DefineOptions<TSchema extends StandardSchemaV1> {
   topic?: string;
   /** What the naming check does with a finding: `'warn'` (default, a process warning), `'error'` or `'off'`. */
   naming?: NamingMode;
+  /**
+   * The payload's JSON Schema, for schema libraries that cannot produce one (a TypeBox schema is one as is).
+   * Default: derived from `schema` when it supports Standard JSON Schema (zod 4.2+).
+   */
+  jsonSchema?: JsonSchema;
 }
 
 /** Validates the common options and builds the definition object. */
@@ -112,13 +124,16 @@ function define<TKind extends 'event' | 'command', TType extends string, TSchema
     );
   }
   reportNaming(where, options.naming ?? 'warn', findings);
+  const schema = options.schema;
+  const givenJsonSchema = options.jsonSchema;
   return Object.freeze({
     kind,
     type,
-    schema: options.schema,
+    schema,
     version,
     topic,
     keyOf,
+    jsonSchema: (converter?: JsonSchemaConverter) => toJsonSchema(where, schema, givenJsonSchema, converter),
     [definitionBrand]: true as const,
   });
 }

@@ -1,0 +1,13 @@
+/**
+ * What the routes of `tidings serve` share: the CLI's process dependencies and the options the server runs with.
+ */
+import type { CliDeps, CommonOptions } from '../context.js';
+
+/** The server's settings, as parsed from the command line. */
+export interface ServeContext {
+  deps: CliDeps;
+  /** The data directory and how to open it. */
+  common: CommonOptions;
+  /** True with `--metrics`: `GET /metrics` serves the Prometheus text format. */
+  metrics: boolean;
+}
