@@ -1,7 +1,7 @@
 /**
- * Input checks shared by the transports that validate records and subscriptions themselves (the embedded log and
- * Redis), worded as the in-memory transport words them (same limits, same codes), so every transport rejects the
- * same input the same way.
+ * Input checks shared by the transports that validate records and subscriptions themselves (the embedded log,
+ * Redis, PostgreSQL, RabbitMQ), worded as the in-memory transport words them (same codes, same messages), so every
+ * transport rejects the same input the same way. A transport with tighter rules passes its own {@link NameRules}.
  */
 import { ErrorCode, TidingsError, type ErrorDetails } from './errors.js';
 import type { OutgoingRecord, StartPosition, SubscribeOptions } from './transport.js';
@@ -12,6 +12,15 @@ export const limits = {
   topicNameLength: 249,
   groupNameLength: 249,
 } as const;
+
+/** What a transport accepts in names and subscriptions. */
+export interface NameRules {
+  readonly prefetch: number;
+  readonly topicNameLength: number;
+  readonly groupNameLength: number;
+  /** Refuse U+0000 in names (PostgreSQL `text` cannot store it). Default false. */
+  readonly forbidNul?: boolean;
+}
 
 export function invalid(message: string, details: ErrorDetails = {}): TidingsError {
   return new TidingsError(ErrorCode.INVALID_CONFIG, message, details);
@@ -43,10 +52,17 @@ export function checkName(
   value: unknown,
   kind: 'topic' | 'group',
   maxLength: number,
+  forbidNul = false,
 ): asserts value is string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) {
+  if (
+    typeof value !== 'string' ||
+    value.length === 0 ||
+    value.length > maxLength ||
+    (forbidNul && value.includes('\u0000'))
+  ) {
     throw invalid(
-      `A ${kind} name must be a non-empty string of at most ${maxLength} characters, got ${describeValue(value)}.`,
+      `A ${kind} name must be a non-empty string of at most ${maxLength} characters` +
+        `${forbidNul ? ' without U+0000' : ''}, got ${describeValue(value)}.`,
     );
   }
 }
@@ -76,11 +92,15 @@ export interface CheckedSubscribeOptions {
   signal: AbortSignal | undefined;
 }
 
-export function checkSubscribeOptions(options: SubscribeOptions): CheckedSubscribeOptions {
+export function checkSubscribeOptions(
+  options: SubscribeOptions,
+  rules: NameRules = limits,
+): CheckedSubscribeOptions {
   if (typeof options !== 'object' || options === null) {
     throw invalid(`subscribe needs an options object with group and topics, got ${describeValue(options)}.`);
   }
-  checkName(options.group, 'group', limits.groupNameLength);
+  const forbidNul = rules.forbidNul ?? false;
+  checkName(options.group, 'group', rules.groupNameLength, forbidNul);
   const group = options.group;
   if (!Array.isArray(options.topics) || options.topics.length === 0) {
     throw invalid(
@@ -89,7 +109,7 @@ export function checkSubscribeOptions(options: SubscribeOptions): CheckedSubscri
     );
   }
   const topics: readonly string[] = options.topics;
-  for (const topic of topics) checkName(topic, 'topic', limits.topicNameLength);
+  for (const topic of topics) checkName(topic, 'topic', rules.topicNameLength, forbidNul);
   const startFrom =
     options.startFrom === undefined
       ? 'latest'
@@ -97,7 +117,7 @@ export function checkSubscribeOptions(options: SubscribeOptions): CheckedSubscri
   const prefetch =
     options.prefetch === undefined
       ? 256
-      : checkInteger(options.prefetch, `prefetch of a subscription of group '${group}'`, 1, limits.prefetch);
+      : checkInteger(options.prefetch, `prefetch of a subscription of group '${group}'`, 1, rules.prefetch);
   const signal = options.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw invalid(
@@ -113,13 +133,17 @@ export function checkSubscribeOptions(options: SubscribeOptions): CheckedSubscri
 /** Checks the shape of one outgoing record (its size is checked when it is encoded; see {@link recordTooLarge}). */
 export function checkRecord(topic: string, record: OutgoingRecord, index: number): void {
   if (typeof record !== 'object' || record === null) {
-    throw badRecord(topic, index, `is ${describeValue(record)}, not an object`);
+    throw invalidRecord(topic, index, `is ${describeValue(record)}, not an object`);
   }
   if (typeof record.key !== 'string') {
-    throw badRecord(topic, index, `has key ${describeValue(record.key)}; the key must be a string`);
+    throw invalidRecord(topic, index, `has key ${describeValue(record.key)}; the key must be a string`);
   }
   if (!(record.value instanceof Uint8Array)) {
-    throw badRecord(topic, index, `has value ${describeValue(record.value)}; the value must be a Uint8Array`);
+    throw invalidRecord(
+      topic,
+      index,
+      `has value ${describeValue(record.value)}; the value must be a Uint8Array`,
+    );
   }
   if (
     record.timestamp !== undefined &&
@@ -129,7 +153,7 @@ export function checkRecord(topic: string, record: OutgoingRecord, index: number
       record.timestamp <= Number.MAX_SAFE_INTEGER
     )
   ) {
-    throw badRecord(
+    throw invalidRecord(
       topic,
       index,
       `has timestamp ${describeValue(record.timestamp)}; it must be ms since the epoch, or absent`,
@@ -137,7 +161,7 @@ export function checkRecord(topic: string, record: OutgoingRecord, index: number
   }
   const headers: unknown = record.headers;
   if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) {
-    throw badRecord(
+    throw invalidRecord(
       topic,
       index,
       `has headers ${describeValue(headers)}; headers must be an object of strings`,
@@ -147,7 +171,7 @@ export function checkRecord(topic: string, record: OutgoingRecord, index: number
     const value = (headers as Record<string, unknown>)[name];
     if (!Object.hasOwn(headers, name)) continue;
     if (typeof value !== 'string') {
-      throw badRecord(
+      throw invalidRecord(
         topic,
         index,
         `has header '${name}' = ${describeValue(value)}; header values must be strings`,
@@ -156,7 +180,8 @@ export function checkRecord(topic: string, record: OutgoingRecord, index: number
   }
 }
 
-function badRecord(topic: string, index: number, what: string): TidingsError {
+/** The `VALIDATION_FAILED` error for record `index` of a publish to `topic`; `what` says what is wrong with it. */
+export function invalidRecord(topic: string, index: number, what: string): TidingsError {
   return new TidingsError(
     ErrorCode.VALIDATION_FAILED,
     `Record ${index} published to topic '${topic}' ${what}; nothing was written. Fix the record and publish again.`,
