@@ -269,10 +269,7 @@ describe('log transport: errors', () => {
     } finally {
       db.close();
     }
-    const error = await expectTidingsError(
-      transport.admin.read('t', 0, 0, 10),
-      ErrorCode.TRANSPORT_UNAVAILABLE,
-    );
+    const error = await expectTidingsError(transport.admin.read('t', 0, 0, 10), ErrorCode.DATA_CORRUPT);
     expect(error.message).toMatch(/offset 1 of topic 't' partition 0 is corrupt/);
     expect(error.message).toContain('CRC-32C mismatch');
     expect(error.details).toMatchObject({ topic: 't', partition: 0, offset: 1 });
@@ -283,7 +280,7 @@ describe('log transport: errors', () => {
     const ended = await sub.closed;
     await c.done;
     expect(c.received.map(text)).toEqual(['first']);
-    expect(isTidingsError(ended, ErrorCode.TRANSPORT_UNAVAILABLE)).toBe(true);
+    expect(isTidingsError(ended, ErrorCode.DATA_CORRUPT)).toBe(true);
     expect(ended!.message).toContain('partition 0 is corrupt');
   });
 

@@ -25,6 +25,11 @@ export const ErrorCode = {
   PUBLISH_FAILED: 'PUBLISH_FAILED',
   /** The transport cannot be reached. Usually retryable. */
   TRANSPORT_UNAVAILABLE: 'TRANSPORT_UNAVAILABLE',
+  /**
+   * Stored data failed its checksum or could not be parsed: it was damaged outside Tidings. Never retryable; the
+   * error's details say where (topic, partition, offset).
+   */
+  DATA_CORRUPT: 'DATA_CORRUPT',
   /** A handler did not finish within its `timeoutMs`. Retryable. */
   HANDLER_TIMEOUT: 'HANDLER_TIMEOUT',
   /** A handler threw; the original error is the `cause`. */

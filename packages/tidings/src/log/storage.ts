@@ -250,7 +250,7 @@ export class LogStorage {
   /**
    * Records of partition `pid` from `fromOffset` on: whole batches are read until at least `maxBytes` of batch data
    * or `maxRecords` records are in hand, so memory stays bounded whatever the backlog. Checks every batch's CRC; a
-   * corrupt batch throws `TRANSPORT_UNAVAILABLE` naming topic, partition and offset (with `stopBeforeCorrupt`, only
+   * corrupt batch throws `DATA_CORRUPT` naming topic, partition and offset (with `stopBeforeCorrupt`, only
    * once the records before it have been returned).
    */
   readPage(
@@ -367,12 +367,12 @@ export class LogStorage {
 
   private corrupt(meta: TopicMeta, partition: number, baseOffset: number, error: unknown): TidingsError {
     return new TidingsError(
-      ErrorCode.TRANSPORT_UNAVAILABLE,
+      ErrorCode.DATA_CORRUPT,
       `The stored record batch at offset ${baseOffset} of topic '${meta.name}' partition ${partition} is corrupt ` +
         `(${(error as Error).message}); it was not returned. The log database was damaged outside Tidings (disk ` +
         `fault, a copy taken while it was written, an edit). Restore the data directory from a backup, or reset ` +
         `the consuming groups past offset ${baseOffset} with resetOffsets.`,
-      { topic: meta.name, partition, offset: baseOffset, cause: error, retryable: false, corrupt: true },
+      { topic: meta.name, partition, offset: baseOffset, cause: error, retryable: false },
     );
   }
 

@@ -216,7 +216,7 @@ const maxCarryEntries = 10_000;
  *   handed out yet (read ahead, or published later; at most 2,048 per partition) count one delivery too many.
  * - Consumers read each partition in pages (2,048 records / 512 KiB of batches at most), so memory stays bounded
  *   whatever the backlog. Every batch's CRC-32C is checked on read; a corrupt batch ends the subscription (after
- *   the records before it) with a `TRANSPORT_UNAVAILABLE` error naming topic, partition and offset, and makes
+ *   the records before it) with a `DATA_CORRUPT` error naming topic, partition and offset, and makes
  *   `admin.read` reject.
  * - Records published through this transport wake its waiting consumers at once; commits by other processes wake
  *   them through a watch on the WAL file (see `pollIntervalMs`).
