@@ -47,6 +47,7 @@ import {
   limits,
 } from './validation.js';
 import { WriteQueue, type WriteItem } from './write-queue.js';
+import { iterateOnce } from '../core/subscription-iterator.js';
 
 /** Options of {@link createLogTransport}. Every field is optional; each is validated once, at construction. */
 export interface LogTransportOptions {
@@ -1721,27 +1722,11 @@ class LogSubscriptionImpl implements LogSubscription {
     this.closed = closed;
   }
 
-  /**
-   * The deliveries, for one `for await` loop. Leaving the loop early (`break`, `return`, a throw) closes the
-   * subscription, since it cannot be iterated again.
-   */
+  /** The deliveries, for one `for await` loop (see {@link iterateOnce}). */
   [Symbol.asyncIterator](): AsyncIterator<Delivery, undefined> {
-    if (this.iterated) {
-      throw new TidingsError(
-        ErrorCode.INVALID_CONFIG,
-        `Subscription ${this.memberId} of group '${this.group}' is already being iterated; a subscription can be ` +
-          `iterated once. Subscribe again for a second consumer.`,
-        { group: this.group },
-      );
-    }
+    const iterator = iterateOnce(this, this.iterated, () => this.transport.next(this.member));
     this.iterated = true;
-    return {
-      next: () => this.transport.next(this.member),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
+    return iterator;
   }
 
   assignments(): ReadonlyArray<{ topic: string; partition: number }> {

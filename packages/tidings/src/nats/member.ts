@@ -4,13 +4,14 @@
  * through partition workers, and hands out their records round-robin within its prefetch bound.
  */
 import { randomBytes } from 'node:crypto';
-import { ErrorCode, TidingsError, isTidingsError } from '../core/errors.js';
+import { ErrorCode, isTidingsError } from '../core/errors.js';
 import type { Delivery, StartPosition, Subscription } from '../core/transport.js';
 import { backoffMs, pause, type NatsContext } from './context.js';
 import type { GroupListener, GroupSession } from './group-session.js';
 import { assign, isLive, type GroupValue, type MemberValue } from './groups.js';
 import { PartitionWorker, type WorkerOwner } from './partition-worker.js';
 import type { CheckedSubscribeOptions } from './validation.js';
+import { iterateOnce } from '../core/subscription-iterator.js';
 
 /** What a member needs from its transport. */
 export interface MemberHost {
@@ -390,27 +391,11 @@ export class NatsSubscription implements Subscription {
     this.closed = closed;
   }
 
-  /**
-   * The deliveries, for one `for await` loop. Leaving the loop early (`break`, `return`, a throw) closes the
-   * subscription, since it cannot be iterated again.
-   */
+  /** The deliveries, for one `for await` loop (see {@link iterateOnce}). */
   [Symbol.asyncIterator](): AsyncIterator<Delivery, undefined> {
-    if (this.iterated) {
-      throw new TidingsError(
-        ErrorCode.INVALID_CONFIG,
-        `Subscription ${this.memberId} of group '${this.group}' is already being iterated; a subscription can be ` +
-          `iterated once. Subscribe again for a second consumer.`,
-        { group: this.group },
-      );
-    }
+    const iterator = iterateOnce(this, this.iterated, () => this.member.next());
     this.iterated = true;
-    return {
-      next: () => this.member.next(),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
+    return iterator;
   }
 
   assignments(): ReadonlyArray<{ topic: string; partition: number }> {

@@ -44,6 +44,7 @@ import {
   prepareRecord,
   type PreparedRecord,
 } from './validation.js';
+import { iterateOnce } from '../core/subscription-iterator.js';
 
 /** A {@link Subscription} of the PostgreSQL transport; `memberId` matches the member in `admin.describeGroup`. */
 export interface PostgresSubscription extends Subscription, AsyncDisposable {
@@ -1398,27 +1399,11 @@ class PostgresSubscriptionImpl implements PostgresSubscription {
     this.closed = closed;
   }
 
-  /**
-   * The deliveries, for one `for await` loop. Leaving the loop early (`break`, `return`, a throw) closes the
-   * subscription, since it cannot be iterated again.
-   */
+  /** The deliveries, for one `for await` loop (see {@link iterateOnce}). */
   [Symbol.asyncIterator](): AsyncIterator<Delivery, undefined> {
-    if (this.iterated) {
-      throw new TidingsError(
-        ErrorCode.INVALID_CONFIG,
-        `Subscription ${this.memberId} of group '${this.group}' is already being iterated; a subscription can be ` +
-          `iterated once. Subscribe again for a second consumer.`,
-        { group: this.group },
-      );
-    }
+    const iterator = iterateOnce(this, this.iterated, () => this.transport.next(this.member));
     this.iterated = true;
-    return {
-      next: () => this.transport.next(this.member),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
+    return iterator;
   }
 
   assignments(): ReadonlyArray<{ topic: string; partition: number }> {

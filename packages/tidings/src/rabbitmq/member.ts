@@ -7,7 +7,7 @@
  */
 import type { Channel } from 'amqplib';
 import { randomUUID } from 'node:crypto';
-import { describeError, ErrorCode, TidingsError } from '../core/errors.js';
+import { describeError } from '../core/errors.js';
 import type { Delivery, Subscription } from '../core/transport.js';
 import { cancelAndClose, closeQuietly, withTimeout, type Connector } from './connection.js';
 import { assignedPartitions, MembershipView, type Announcement } from './membership.js';
@@ -18,6 +18,7 @@ import { positionOf, type Position } from './positions.js';
 import type { Registry } from './registry.js';
 import { declareStream, isMarker, markerHeader, markerText, publishConfirmed } from './streams.js';
 import type { CheckedSubscribeOptions } from './validation.js';
+import { iterateOnce } from '../core/subscription-iterator.js';
 
 export interface MemberContext {
   connector: Connector;
@@ -212,23 +213,11 @@ export class RabbitMqMember implements Subscription {
   // ---------------------------------------------------------------------------------------------------------------
   // Deliveries
 
+  /** The deliveries, for one `for await` loop (see {@link iterateOnce}). */
   [Symbol.asyncIterator](): AsyncIterator<Delivery, undefined> {
-    if (this.iterated) {
-      throw new TidingsError(
-        ErrorCode.INVALID_CONFIG,
-        `Subscription ${this.memberId} of group '${this.group}' is already being iterated; a subscription can be ` +
-          `iterated once. Subscribe again for a second consumer.`,
-        { group: this.group },
-      );
-    }
+    const iterator = iterateOnce(this, this.iterated, () => this.next());
     this.iterated = true;
-    return {
-      next: () => this.next(),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
+    return iterator;
   }
 
   private async next(): Promise<IteratorResult<Delivery, undefined>> {

@@ -1,7 +1,7 @@
 /** The {@link Subscription} object of the Redis transport: one `for await` loop over a group member's deliveries. */
-import { ErrorCode, TidingsError } from '../core/errors.js';
 import type { Delivery, Subscription } from '../core/transport.js';
 import type { Member } from './member.js';
+import { iterateOnce } from '../core/subscription-iterator.js';
 
 /** A {@link Subscription} of the Redis transport; `memberId` matches the member in `admin.describeGroup`. */
 export interface RedisSubscription extends Subscription, AsyncDisposable {
@@ -24,27 +24,11 @@ export class RedisSubscriptionImpl implements RedisSubscription {
     this.closed = member.closed;
   }
 
-  /**
-   * The deliveries, for one `for await` loop. Leaving the loop early (`break`, `return`, a throw) closes the
-   * subscription, since it cannot be iterated again.
-   */
+  /** The deliveries, for one `for await` loop (see {@link iterateOnce}). */
   [Symbol.asyncIterator](): AsyncIterator<Delivery, undefined> {
-    if (this.iterated) {
-      throw new TidingsError(
-        ErrorCode.INVALID_CONFIG,
-        `Subscription ${this.memberId} of group '${this.group}' is already being iterated; a subscription can be ` +
-          `iterated once. Subscribe again for a second consumer.`,
-        { group: this.group },
-      );
-    }
+    const iterator = iterateOnce(this, this.iterated, () => this.member.next());
     this.iterated = true;
-    return {
-      next: () => this.member.next(),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
+    return iterator;
   }
 
   assignments(): ReadonlyArray<{ topic: string; partition: number }> {
