@@ -3,8 +3,10 @@
  */
 import type { NodeConnectionOptions } from '@nats-io/transport-node';
 import { systemClock, type Clock } from '../core/clock.js';
-import { ErrorCode, TidingsError } from '../core/errors.js';
+import { checkInteger, describeValue, invalid } from '../core/transport-checks.js';
 import { createConsoleLogger, type Logger } from '../core/logger.js';
+
+export { checkInteger, describeValue, invalid };
 
 /**
  * Connection options passed through to `connect()` of `@nats-io/transport-node` as they are: TLS (`tls`), auth
@@ -119,25 +121,6 @@ const optionNames: ReadonlySet<string> = new Set([
   'clock',
   'logger',
 ]);
-
-export function invalid(message: string, details: Record<string, unknown> = {}): TidingsError {
-  return new TidingsError(ErrorCode.INVALID_CONFIG, message, details);
-}
-
-export function describeValue(value: unknown): string {
-  if (typeof value === 'string')
-    return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
-  if (value === null || value === undefined || typeof value !== 'object') return String(value);
-  if (Array.isArray(value)) return 'an array';
-  return `an object (${value.constructor?.name ?? 'no prototype'})`;
-}
-
-export function checkInteger(value: unknown, what: string, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw invalid(`${what} must be an integer from ${min} to ${max}, got ${describeValue(value)}.`);
-  }
-  return value;
-}
 
 /** Validates and defaults the options of `createNatsTransport`. Throws `INVALID_CONFIG`. */
 export function resolveNatsOptions(options: NatsTransportOptions): ResolvedNatsOptions {
