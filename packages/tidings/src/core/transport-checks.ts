@@ -130,8 +130,12 @@ export function checkSubscribeOptions(
   return { group, topics: [...new Set(topics)], startFrom, prefetch, signal };
 }
 
-/** Checks the shape of one outgoing record (its size is checked when it is encoded; see {@link recordTooLarge}). */
-export function checkRecord(topic: string, record: OutgoingRecord, index: number): void {
+/**
+ * Checks the shape of one outgoing record and returns its size as the contract counts it: the value's length plus the
+ * UTF-8 bytes of the key and of every header name and value. Each transport compares the size with its own limit
+ * (see {@link recordTooLarge}). Throws `VALIDATION_FAILED` naming the record and what is wrong with it.
+ */
+export function checkRecord(topic: string, record: OutgoingRecord, index: number): number {
   if (typeof record !== 'object' || record === null) {
     throw invalidRecord(topic, index, `is ${describeValue(record)}, not an object`);
   }
@@ -167,6 +171,7 @@ export function checkRecord(topic: string, record: OutgoingRecord, index: number
       `has headers ${describeValue(headers)}; headers must be an object of strings`,
     );
   }
+  let bytes = record.value.byteLength + Buffer.byteLength(record.key, 'utf8');
   for (const name in headers) {
     const value = (headers as Record<string, unknown>)[name];
     if (!Object.hasOwn(headers, name)) continue;
@@ -177,7 +182,9 @@ export function checkRecord(topic: string, record: OutgoingRecord, index: number
         `has header '${name}' = ${describeValue(value)}; header values must be strings`,
       );
     }
+    bytes += Buffer.byteLength(name, 'utf8') + Buffer.byteLength(value, 'utf8');
   }
+  return bytes;
 }
 
 /** The `VALIDATION_FAILED` error for record `index` of a publish to `topic`; `what` says what is wrong with it. */

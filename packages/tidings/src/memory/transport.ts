@@ -5,7 +5,7 @@
  * retention, replay by offset and time. Nothing survives the process.
  */
 import { systemClock, type Clock } from '../core/clock.js';
-import { ErrorCode, TidingsError, type ErrorDetails } from '../core/errors.js';
+import { ErrorCode, TidingsError } from '../core/errors.js';
 import { partitionForKey } from '../core/partitioner.js';
 import { readLimitMax } from '../core/transport.js';
 import type {
@@ -27,6 +27,17 @@ import type {
 import { DelayQueue, type CancelDelayed } from './delay-queue.js';
 import { PartitionLog } from './partition-log.js';
 import { iterateOnce } from '../core/subscription-iterator.js';
+import {
+  checkInteger,
+  checkName,
+  checkNumber,
+  checkRecord,
+  checkStartPosition,
+  checkSubscribeOptions,
+  describeValue,
+  invalid,
+  recordTooLarge,
+} from '../core/transport-checks.js';
 
 /** Options of {@link createMemoryTransport}. Every field is optional; each is validated once, at construction. */
 export interface MemoryTransportOptions {
@@ -313,40 +324,15 @@ class MemoryTransportImpl implements MemoryTransport {
 
   /** Validates one outgoing record and returns its size in bytes. */
   private checkRecord(topic: string, record: OutgoingRecord, index: number): number {
-    const bad = (what: string) =>
-      new TidingsError(
-        ErrorCode.VALIDATION_FAILED,
-        `Record ${index} published to topic '${topic}' ${what}; nothing was written. Fix the record and publish again.`,
-        { topic, index },
-      );
-    if (typeof record !== 'object' || record === null)
-      throw bad(`is ${describeValue(record)}, not an object`);
-    if (typeof record.key !== 'string')
-      throw bad(`has key ${describeValue(record.key)}; the key must be a string`);
-    if (!(record.value instanceof Uint8Array)) {
-      throw bad(`has value ${describeValue(record.value)}; the value must be a Uint8Array`);
-    }
-    if (record.timestamp !== undefined && !(Number.isFinite(record.timestamp) && record.timestamp >= 0)) {
-      throw bad(`has timestamp ${describeValue(record.timestamp)}; it must be ms since the epoch, or absent`);
-    }
-    const headers: unknown = record.headers;
-    if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) {
-      throw bad(`has headers ${describeValue(headers)}; headers must be an object of strings`);
-    }
-    let bytes = record.value.byteLength + Buffer.byteLength(record.key, 'utf8');
-    for (const [name, value] of Object.entries(headers)) {
-      if (typeof value !== 'string') {
-        throw bad(`has header '${name}' = ${describeValue(value)}; header values must be strings`);
-      }
-      bytes += Buffer.byteLength(name, 'utf8') + Buffer.byteLength(value, 'utf8');
-    }
+    const bytes = checkRecord(topic, record, index);
     if (bytes > this.options.maxRecordBytes) {
-      throw new TidingsError(
-        ErrorCode.EVENT_TOO_LARGE,
-        `Record ${index} published to topic '${topic}' (key '${record.key}') is ${bytes} bytes, over the memory ` +
-          `transport's maxRecordBytes limit of ${this.options.maxRecordBytes}; nothing was written. Make the ` +
-          `event smaller (store large payloads elsewhere and publish a reference) or raise maxRecordBytes.`,
-        { topic, index, sizeBytes: bytes, maxRecordBytes: this.options.maxRecordBytes },
+      throw recordTooLarge(
+        "the memory transport's",
+        topic,
+        record.key,
+        index,
+        bytes,
+        this.options.maxRecordBytes,
       );
     }
     return bytes;
@@ -988,99 +974,6 @@ function promiseOf<T>(call: () => T): Promise<T> {
 
 function isArray(value: unknown): value is readonly unknown[] {
   return Array.isArray(value);
-}
-
-function invalid(message: string, details: ErrorDetails = {}): TidingsError {
-  return new TidingsError(ErrorCode.INVALID_CONFIG, message, details);
-}
-
-function describeValue(value: unknown): string {
-  if (typeof value === 'string')
-    return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
-  if (value === null || value === undefined || typeof value !== 'object') return String(value);
-  if (Array.isArray(value)) return 'an array';
-  return `an object (${value.constructor?.name ?? 'no prototype'})`;
-}
-
-function checkInteger(value: unknown, what: string, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw invalid(`${what} must be an integer from ${min} to ${max}, got ${describeValue(value)}.`);
-  }
-  return value;
-}
-
-function checkNumber(value: unknown, what: string, min: number): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
-    throw invalid(`${what} must be a finite number >= ${min}, got ${describeValue(value)}.`);
-  }
-  return value;
-}
-
-function checkName(value: unknown, kind: 'topic' | 'group', maxLength: number): asserts value is string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) {
-    throw invalid(
-      `A ${kind} name must be a non-empty string of at most ${maxLength} characters, got ${describeValue(value)}.`,
-    );
-  }
-}
-
-function checkStartPosition(value: unknown, where: string): StartPosition {
-  if (value === 'earliest' || value === 'latest') return value;
-  if (typeof value === 'object' && value !== null) {
-    const position = value as { offset?: unknown; timestamp?: unknown };
-    if ('offset' in position && !('timestamp' in position)) {
-      return { offset: checkInteger(position.offset, `${where}: offset`, 0, Number.MAX_SAFE_INTEGER) };
-    }
-    if ('timestamp' in position && !('offset' in position)) {
-      return { timestamp: checkNumber(position.timestamp, `${where}: timestamp`, Number.MIN_SAFE_INTEGER) };
-    }
-  }
-  throw invalid(
-    `${where} got start position ${describeValue(value)}; use 'earliest', 'latest', { offset: n } or ` +
-      `{ timestamp: ms }.`,
-  );
-}
-
-function checkSubscribeOptions(options: SubscribeOptions): {
-  group: string;
-  topics: string[];
-  startFrom: StartPosition;
-  prefetch: number;
-  signal: AbortSignal | undefined;
-} {
-  if (typeof options !== 'object' || options === null) {
-    throw invalid(`subscribe needs an options object with group and topics, got ${describeValue(options)}.`);
-  }
-  checkName(options.group, 'group', limits.groupNameLength);
-  const group = options.group;
-  if (!Array.isArray(options.topics) || options.topics.length === 0) {
-    throw invalid(
-      `subscribe for group '${group}' needs a non-empty array of topics, got ${describeValue(options.topics)}.`,
-      {
-        group,
-      },
-    );
-  }
-  const topics: readonly string[] = options.topics;
-  for (const topic of topics) checkName(topic, 'topic', limits.topicNameLength);
-  const startFrom =
-    options.startFrom === undefined
-      ? 'latest'
-      : checkStartPosition(options.startFrom, `subscribe for group '${group}'`);
-  const prefetch =
-    options.prefetch === undefined
-      ? 256
-      : checkInteger(options.prefetch, `prefetch of a subscription of group '${group}'`, 1, limits.prefetch);
-  const signal = options.signal;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw invalid(
-      `signal of a subscription of group '${group}' must be an AbortSignal, got ${describeValue(signal)}.`,
-      {
-        group,
-      },
-    );
-  }
-  return { group, topics: [...new Set(topics)], startFrom, prefetch, signal };
 }
 
 function validateOptions(options: MemoryTransportOptions): ResolvedOptions {

@@ -49,9 +49,8 @@ export function checkRecord(
   index: number,
   maxRecordBytes: number,
 ): number {
-  checkRecordShape(topic, record, index);
-  let headerBytes = Buffer.byteLength(record.key, 'utf8');
-  for (const [name, value] of Object.entries(record.headers)) {
+  const bytes = checkRecordShape(topic, record, index);
+  for (const name of Object.keys(record.headers)) {
     const lower = name.toLowerCase();
     if (reservedHeaderPrefixes.some((prefix) => lower.startsWith(prefix))) {
       throw invalidRecord(
@@ -60,9 +59,8 @@ export function checkRecord(
         `has header '${name}'; names starting with 'x-tidings-' or 'x-stream-' are reserved by the transport`,
       );
     }
-    headerBytes += Buffer.byteLength(name, 'utf8') + Buffer.byteLength(value, 'utf8');
   }
-  const bytes = record.value.byteLength + headerBytes;
+  const headerBytes = bytes - record.value.byteLength;
   if (bytes > maxRecordBytes) {
     throw recordTooLarge("the RabbitMQ transport's", topic, record.key, index, bytes, maxRecordBytes);
   }
