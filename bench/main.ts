@@ -5,6 +5,7 @@ import { measureDiskPeers, type DiskPeers } from './disk.js';
 import { logCases } from './log.js';
 import { benchMemory } from './memory.js';
 import { benchNats } from './nats.js';
+import { benchOutbox, outboxCaseNames } from './outbox.js';
 import { benchPostgres } from './postgres.js';
 import { benchRabbitMq } from './rabbitmq.js';
 import { benchRedis } from './redis.js';
@@ -94,6 +95,8 @@ groups.push({
   names: ['rabbitmq: publish via bus (batches of 100)', 'rabbitmq: consume via bus.handle'],
   run: () => benchRabbitMq(brokerEvents, runs),
 });
+
+groups.push({ names: outboxCaseNames, run: () => benchOutbox(brokerEvents, runs) });
 
 const chosen = groups.filter((group) => group.names.some(selected));
 if (chosen.length === 0) {

@@ -1,0 +1,127 @@
+/**
+ * `tidings relay` and `tidings outbox status`, in-process, on a real SQLite outbox (and PostgreSQL for status),
+ * publishing to the in-memory transport the test reads back.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { decodeEnvelope, defineEvent } from 'tidings';
+import { createOutbox, postgres, sqlite } from 'tidings/outbox';
+import { waitUntil } from 'tidings/testing';
+import { createTestTransport, run } from './support.js';
+
+const OrderPlaced = defineEvent('OrderPlaced', {
+  schema: z.object({ orderId: z.string() }),
+  key: 'orderId',
+  topic: 'orders',
+});
+
+let dir: string;
+let file: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'tidings-cli-outbox-'));
+  file = join(dir, 'app.db');
+});
+afterEach(async () => rm(dir, { recursive: true, force: true }));
+
+/** Enqueues `ids` in one committed transaction of the SQLite database at `file`. */
+async function enqueue(ids: string[]): Promise<void> {
+  const db = new Database(file);
+  try {
+    const outbox = createOutbox({ database: sqlite(db) });
+    await outbox.setup();
+    db.transaction(() => {
+      for (const id of ids) outbox.enqueueSync(db, OrderPlaced, { orderId: id });
+    })();
+  } finally {
+    db.close();
+  }
+}
+
+describe('tidings outbox status', () => {
+  it('prints the backlog and the age of the oldest event, as text and as JSON', async () => {
+    await enqueue(['o-1', 'o-2']);
+    const transport = createTestTransport();
+    const json = await run(transport, ['outbox', 'status', '--database-url', `sqlite:${file}`, '--json']);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({ table: 'tidings_outbox', backlog: 2, maxAttempts: 0 });
+    const text = await run(transport, ['outbox', 'status', '--database-url', `sqlite:${file}`]);
+    expect(text.stdout).toMatch(
+      /^Outbox tidings_outbox in sqlite:.*: 2 unpublished events, the oldest .* old\.\n$/,
+    );
+  });
+
+  it('reads a PostgreSQL outbox from a URL', async () => {
+    const url = process.env['TIDINGS_POSTGRES_URL'] ?? 'postgresql://postgres@127.0.0.1:5432/test';
+    const schema = `tidings_cli_outbox_${process.pid}`;
+    const pool = new pg.Pool({ connectionString: url, max: 2 });
+    try {
+      await pool.query(`CREATE SCHEMA ${schema}`);
+      await createOutbox({ database: postgres(pool), table: `${schema}.outbox` }).setup();
+      const result = await run(createTestTransport(), [
+        'outbox',
+        'status',
+        '--database-url',
+        url,
+        '--table',
+        `${schema}.outbox`,
+      ]);
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      expect(result.stdout).toContain('empty, every event is published');
+    } finally {
+      await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await pool.end();
+    }
+  });
+
+  it('fails with one line and exit code 2 without a database URL or with an unknown scheme', async () => {
+    const transport = createTestTransport();
+    const missing = await run(transport, ['outbox', 'status']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe(
+      'error: give the database with --database-url <url> (or $DATABASE_URL), e.g. postgres://localhost/shop\n',
+    );
+    const unknown = await run(transport, ['outbox', 'status', '--database-url', 'oracle://db/x']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/^error: unsupported database URL oracle:\/\/db\/x; use postgres:\/\//);
+  });
+});
+
+describe('tidings relay', () => {
+  it('publishes the outbox to the transport until interrupted, then reports what it did', async () => {
+    await enqueue(['o-1', 'o-2', 'o-1']);
+    const transport = createTestTransport();
+    const interrupt = new AbortController();
+    let stdout = '';
+    const running = run(transport, ['relay', '--database-url', `sqlite:${file}`, '--json'], {
+      signal: interrupt.signal,
+      onStdout: (text) => (stdout += text),
+    });
+    await waitUntil(async () => {
+      const topics = await transport.admin.listTopics();
+      if (!topics.includes('orders')) return false;
+      const described = await transport.admin.describeTopic('orders');
+      return described.partitionOffsets.reduce((sum, p) => sum + p.highOffset, 0) === 3;
+    });
+    await waitUntil(() => stdout.includes('"event":"started"'));
+    interrupt.abort();
+    const result = await running;
+    expect(result.code).toBe(0);
+    const [started, stopped] = result.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as object);
+    expect(started).toMatchObject({ event: 'started', table: 'tidings_outbox' });
+    expect(stopped).toMatchObject({ event: 'stopped', published: 3, errors: 0 });
+    const records = [];
+    for (const p of (await transport.admin.describeTopic('orders')).partitionOffsets)
+      records.push(...(await transport.admin.read('orders', p.partition, 0, 100)));
+    const o1 = records.filter((r) => r.key === 'o-1').map((r) => decodeEnvelope(r).type);
+    expect(o1).toEqual(['OrderPlaced', 'OrderPlaced']);
+    await transport.shutdown();
+  });
+});

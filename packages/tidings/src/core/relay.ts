@@ -1,0 +1,50 @@
+/**
+ * The seam between the bus and an outbox relay (`tidings/outbox`): what a relay gets from the bus it publishes
+ * through, and what a running relay offers. The core never imports a database client; an outbox brings its relay.
+ */
+import type { Clock } from './clock.js';
+import type { WireMode } from './codec.js';
+import type { Logger } from './logger.js';
+import type { Transport } from './transport.js';
+
+/** What a relay publishes through: the bus's transport, wire mode, logger and clock. */
+export interface RelayTarget {
+  transport: Transport;
+  wireMode: WireMode;
+  logger: Logger;
+  clock: Clock;
+  /** The bus's service name, for logs. */
+  service: string;
+}
+
+/** Counts since the relay started. */
+export interface RelayStats {
+  /** Events published to the transport (a re-publish after a failed mark counts again). */
+  published: number;
+  /** Batches published. */
+  batches: number;
+  /** Failed attempts (database or transport); each is logged and retried with backoff. */
+  errors: number;
+  /** The last failure's description, until a batch succeeds again. */
+  lastError?: string;
+}
+
+/**
+ * A running relay: it moves stored events from an outbox to the transport until closed. Created by
+ * `bus.startRelay(outbox)`.
+ */
+export interface Relay extends AsyncDisposable {
+  /** Resolves once the relay has stopped: `undefined` after `close()`, or the error that stopped it. */
+  readonly closed: Promise<Error | undefined>;
+  stats(): RelayStats;
+  /** Looks for new rows now instead of at the next poll (PostgreSQL relays also wake on NOTIFY). */
+  wake(): void;
+  /** Finishes the batch in flight, releases the relay's locks and connection, and stops. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Anything a bus can start a relay for: an outbox from `tidings/outbox`. */
+export interface RelaySource<TOptions> {
+  /** Starts a relay publishing through `target`. Called by `bus.startRelay`; throws `INVALID_CONFIG` at once. */
+  startRelay(target: RelayTarget, options?: TOptions): Relay;
+}

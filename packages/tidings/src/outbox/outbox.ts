@@ -1,0 +1,308 @@
+/**
+ * The transactional outbox: `enqueue` stores a fully built event in the caller's own transaction, so the business
+ * change and the event commit or roll back together; a relay (`bus.startRelay(outbox)` or `tidings relay`) publishes
+ * the stored events afterwards.
+ */
+import { systemClock, type Clock } from '../core/clock.js';
+import { encodeEnvelope, encodedSize } from '../core/codec.js';
+import { isDefinition, type InputOf, type MessageDefinition } from '../core/define.js';
+import { buildEnvelope } from '../core/envelope-builder.js';
+import { ErrorCode, TidingsError } from '../core/errors.js';
+import type { PublishOptions } from '../core/handler.js';
+import { uuidv7, type IdGenerator } from '../core/ids.js';
+import type { Relay, RelaySource, RelayTarget } from '../core/relay.js';
+import { formatIssues, validateWithSchema } from '../core/schema.js';
+import type { OutboxDatabase } from './database.js';
+import { hash32, hashInt32, keyLockSlots, laneOf, parseTableName, type TableName } from './names.js';
+import { startOutboxRelay, type RelayOptions } from './relay.js';
+import { runSqliteSync, runnerFor, type SqliteDatabaseLike } from './sql.js';
+import { outboxStatements, type OutboxRowInput, type OutboxStatements } from './statements.js';
+
+/** Options of {@link createOutbox}. */
+export interface OutboxOptions {
+  /** Where the outbox table lives: `postgres(pool)`, `mysql(pool)` or `sqlite(db)`. */
+  database: OutboxDatabase;
+  /** The outbox table, `name` or `schema.name`. Default `tidings_outbox`. */
+  table?: string;
+  /** The service named in each event's `source` (`tidings://<service>`). Default `TIDINGS_SERVICE`, else `app`. */
+  service?: string;
+  /** The CloudEvents `source`. Default `tidings://<service>`. */
+  source?: string;
+  /** The largest encoded event `enqueue` accepts. Default 1 MiB (1,048,576 bytes). */
+  maxEventBytes?: number;
+  /**
+   * The clean-up policy. `false` (default): a relay deletes rows as soon as they are published. A number of ms:
+   * published rows are kept (marked with `published_at`) for that long, for audit, then deleted by the relay in
+   * chunks of 10,000 at most once a minute.
+   */
+  keepPublishedMs?: number | false;
+  /** Time, for tests. Default: the system clock. */
+  clock?: Clock;
+  /** Event ids. Default: UUIDv7. */
+  idGenerator?: IdGenerator;
+}
+
+/** Per-event options of `enqueue`: those of `publish`, without the signal. */
+export type EnqueueOptions = Omit<PublishOptions, 'signal'>;
+
+/** What `enqueue` stored. */
+export interface Enqueued {
+  /** The event id, fixed now: every publish of this event, re-publishes included, carries it. */
+  id: string;
+  topic: string;
+  key: string;
+}
+
+/** The backlog of an outbox, as `tidings outbox status` shows it and metrics export it. */
+export interface OutboxStatus {
+  /** Rows not yet published. */
+  backlog: number;
+  /** Age in ms of the oldest unpublished row, `null` when there is none. */
+  oldestAgeMs: number | null;
+  /** The most failed publish attempts of any unpublished row (a row that keeps failing holds its lane). */
+  maxAttempts: number;
+}
+
+/**
+ * An outbox: enqueue events in your transactions, start relays for it on a bus. See {@link createOutbox}.
+ */
+export interface Outbox extends RelaySource<RelayOptions> {
+  readonly dialect: OutboxDatabase['dialect'];
+  readonly table: string;
+  /**
+   * Validates `data`, builds the event's envelope (id, time, correlation and trace fixed now) and inserts it into
+   * the outbox table through `tx`, your open transaction: a `pg` client inside BEGIN, a `mysql2/promise`
+   * connection inside a transaction, a `better-sqlite3` database inside BEGIN (see `enqueueSync` for
+   * `db.transaction()`), a Kysely transaction, or `fromDrizzle(tx, sql, dialect)`. Nothing is published until your
+   * transaction commits; if it rolls back, the event never existed.
+   *
+   * Rejects before writing with `VALIDATION_FAILED` (bad data, empty or over-long key), `EVENT_TOO_LARGE` or
+   * `INVALID_CONFIG` (not a definition, not a transaction handle); a failed insert rejects with the driver's error.
+   * Either way, roll your transaction back.
+   */
+  enqueue<D extends MessageDefinition>(
+    tx: unknown,
+    event: D,
+    data: InputOf<D>,
+    options?: EnqueueOptions,
+  ): Promise<Enqueued>;
+  /**
+   * Enqueues several events in order, validating every one before inserting any (on PostgreSQL in one statement
+   * per 1,000 events). Rejects as `enqueue` does.
+   */
+  enqueueMany(
+    tx: unknown,
+    items: ReadonlyArray<{ event: MessageDefinition; data: unknown; options?: EnqueueOptions }>,
+  ): Promise<Enqueued[]>;
+  /**
+   * `enqueue` for SQLite inside better-sqlite3's synchronous `db.transaction(() => ...)`. Needs a schema that
+   * validates synchronously (zod, valibot and most do); throws `INVALID_CONFIG` otherwise and for other dialects.
+   */
+  enqueueSync<D extends MessageDefinition>(
+    db: SqliteDatabaseLike,
+    event: D,
+    data: InputOf<D>,
+    options?: EnqueueOptions,
+  ): Enqueued;
+  /** The statements that create the outbox's tables and indexes, for your migrations. */
+  schemaSql(): string[];
+  /** Creates the outbox's tables and indexes if they do not exist (idempotent). Needs the database's pool. */
+  setup(): Promise<void>;
+  /** The backlog and the age of its oldest row. Needs the database's pool. */
+  status(): Promise<OutboxStatus>;
+}
+
+const defaultMaxEventBytes = 1024 * 1024;
+/** The longest key and event id an outbox row takes (the column widths on MariaDB). */
+const maxKeyLength = 1024;
+const maxIdLength = 255;
+
+/**
+ * Creates an outbox over a database. Validates the options at once (`INVALID_CONFIG`); touches the database only
+ * when used.
+ *
+ * Ordering: each key's events are published in the order their transactions committed. Enqueue takes a per-key
+ * transaction lock (PostgreSQL advisory lock, a lock row on MariaDB/MySQL, SQLite's single writer), so two
+ * transactions enqueueing the same key serialise and the row sequence follows commit order.
+ */
+export function createOutbox(options: OutboxOptions): Outbox {
+  const where = 'createOutbox';
+  const invalid = (message: string) => new TidingsError(ErrorCode.INVALID_CONFIG, `${where}: ${message}`);
+  if (typeof options !== 'object' || options === null)
+    throw invalid('pass { database: postgres(pool) | mysql(pool) | sqlite(db) }');
+  const database = options.database;
+  if (typeof database?.session !== 'function')
+    throw invalid('"database" must come from postgres(pool), mysql(pool) or sqlite(db) of tidings/outbox');
+  const dialect = database.dialect;
+  const table: TableName = parseTableName(options.table ?? 'tidings_outbox', where);
+  const service = options.service ?? process.env['TIDINGS_SERVICE'] ?? 'app';
+  const source = options.source ?? `tidings://${service}`;
+  const maxEventBytes = options.maxEventBytes ?? defaultMaxEventBytes;
+  if (!Number.isInteger(maxEventBytes) || maxEventBytes < 1)
+    throw invalid(`"maxEventBytes" must be a positive integer, got ${maxEventBytes}`);
+  const keepPublishedMs = options.keepPublishedMs ?? false;
+  if (keepPublishedMs !== false && !(Number.isInteger(keepPublishedMs) && keepPublishedMs >= 0))
+    throw invalid(`"keepPublishedMs" must be false or a whole number of ms >= 0, got ${keepPublishedMs}`);
+  const clock = options.clock ?? systemClock;
+  const ids = options.idGenerator ?? uuidv7;
+  const statements: OutboxStatements = outboxStatements(dialect, table);
+
+  function checkDefinition(event: unknown): asserts event is MessageDefinition {
+    if (!isDefinition(event))
+      throw new TidingsError(
+        ErrorCode.INVALID_CONFIG,
+        'enqueue: the event must come from defineEvent or defineCommand',
+      );
+  }
+
+  /** Builds the row of a validated value; throws before anything is written. */
+  function rowOf(definition: MessageDefinition, id: string, value: unknown, opts: EnqueueOptions) {
+    const { envelope, key } = buildEnvelope(definition, id, value, opts, { source, now: clock.now() });
+    const details = { eventType: definition.type, topic: definition.topic, eventId: id, retryable: false };
+    if (key.length > maxKeyLength)
+      throw new TidingsError(
+        ErrorCode.VALIDATION_FAILED,
+        `${definition.type} was not enqueued: its key is ${key.length} characters, over ${maxKeyLength}; use a shorter aggregate key`,
+        details,
+      );
+    if (id.length > maxIdLength)
+      throw new TidingsError(
+        ErrorCode.VALIDATION_FAILED,
+        `${definition.type} was not enqueued: its id is over ${maxIdLength} characters; use a shorter id`,
+        details,
+      );
+    const size =
+      Math.max(
+        encodedSize(encodeEnvelope(envelope, 'binary')),
+        encodedSize(encodeEnvelope(envelope, 'structured')),
+      ) + Buffer.byteLength(key);
+    if (size > maxEventBytes)
+      throw new TidingsError(
+        ErrorCode.EVENT_TOO_LARGE,
+        `${definition.type} was not enqueued: it is ${size} bytes encoded, over the limit of ${maxEventBytes} bytes; ` +
+          'store large content elsewhere and publish a reference to it, or raise maxEventBytes',
+        { ...details, size, limit: maxEventBytes },
+      );
+    const row: OutboxRowInput = {
+      eventId: id,
+      topic: definition.topic,
+      key,
+      lane: laneOf(key),
+      envelope: JSON.stringify(envelope),
+      createdAt: clock.now(),
+      keyLock: dialect === 'postgres' ? hashInt32(key) : hash32(key) % keyLockSlots,
+    };
+    return { row, result: { id, topic: definition.topic, key } };
+  }
+
+  async function prepare(event: MessageDefinition, data: unknown, opts: EnqueueOptions = {}) {
+    checkDefinition(event);
+    const id = opts.id ?? ids();
+    const value = await validateWithSchema(
+      event.schema,
+      data,
+      ErrorCode.VALIDATION_FAILED,
+      `${event.type} was not enqueued, its data is invalid`,
+      { eventType: event.type, topic: event.topic, eventId: id },
+    );
+    return rowOf(event, id, value, opts);
+  }
+
+  const outbox: Outbox = {
+    dialect,
+    table: table.text,
+    async enqueue(tx, event, data, opts) {
+      const run = runnerFor(tx, dialect, 'outbox.enqueue');
+      const { row, result } = await prepare(event, data, opts);
+      for (const [sql, params] of statements.enqueue(row)) await run(sql, params);
+      return result;
+    },
+    async enqueueMany(tx, items) {
+      const run = runnerFor(tx, dialect, 'outbox.enqueueMany');
+      const prepared = [];
+      for (const item of items) prepared.push(await prepare(item.event, item.data, item.options));
+      for (const [sql, params] of statements.enqueueMany(prepared.map((p) => p.row))) await run(sql, params);
+      return prepared.map((p) => p.result);
+    },
+    enqueueSync(db, event, data, opts = {}) {
+      if (dialect !== 'sqlite')
+        throw new TidingsError(
+          ErrorCode.INVALID_CONFIG,
+          `outbox.enqueueSync works on SQLite only; this outbox uses ${dialect}, use await outbox.enqueue(tx, ...)`,
+        );
+      if (typeof (db as { prepare?: unknown } | null)?.prepare !== 'function')
+        throw new TidingsError(
+          ErrorCode.INVALID_CONFIG,
+          'outbox.enqueueSync: pass the better-sqlite3 Database',
+        );
+      checkDefinition(event);
+      const id = opts.id ?? ids();
+      const outcome = event.schema['~standard'].validate(data);
+      if (outcome instanceof Promise)
+        throw new TidingsError(
+          ErrorCode.INVALID_CONFIG,
+          `outbox.enqueueSync: the schema of ${event.type} validates asynchronously; use await outbox.enqueue(db, ...) inside BEGIN/COMMIT`,
+        );
+      if (outcome.issues)
+        throw new TidingsError(
+          ErrorCode.VALIDATION_FAILED,
+          `${event.type} was not enqueued, its data is invalid: ${formatIssues(outcome.issues)}`,
+          {
+            eventType: event.type,
+            topic: event.topic,
+            eventId: id,
+            issues: outcome.issues,
+            retryable: false,
+          },
+        );
+      const { row, result } = rowOf(event, id, outcome.value, opts);
+      for (const [sql, params] of statements.enqueue(row)) runSqliteSync(db, sql, params);
+      return result;
+    },
+    schemaSql: () => [...statements.ddl],
+    async setup() {
+      const session = await database.session('outbox.setup');
+      let broken = false;
+      try {
+        for (const sql of statements.ddl) await session.run(sql, []);
+      } catch (error) {
+        broken = true;
+        throw error;
+      } finally {
+        await session.release(broken);
+      }
+    },
+    async status() {
+      const session = await database.session('outbox.status');
+      let broken = false;
+      try {
+        const { rows } = await session.run(statements.status, []);
+        const row = rows[0] ?? {};
+        const oldest = row['oldest'] === null || row['oldest'] === undefined ? null : Number(row['oldest']);
+        return {
+          backlog: Number(row['backlog'] ?? 0),
+          oldestAgeMs: oldest === null ? null : Math.max(0, clock.now() - oldest),
+          maxAttempts: Number(row['attempts'] ?? 0),
+        };
+      } catch (error) {
+        broken = true;
+        throw error;
+      } finally {
+        await session.release(broken);
+      }
+    },
+    startRelay(target: RelayTarget, relayOptions?: RelayOptions): Relay {
+      if (!database.hasSessions)
+        throw new TidingsError(
+          ErrorCode.INVALID_CONFIG,
+          `startRelay: the outbox's database was created without a pool; pass one (e.g. postgres(pool)) so the relay has connections of its own`,
+        );
+      return startOutboxRelay(
+        { database, statements, table, keepPublishedMs, clock },
+        target,
+        relayOptions ?? {},
+      );
+    },
+  };
+  return outbox;
+}
