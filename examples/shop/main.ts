@@ -237,8 +237,8 @@ check(
   (all.get('email')?.processed ?? 0) >= placed + shipped,
 );
 check(
-  'analytics handled every payment (and the duplicate, having no inbox)',
-  (all.get('analytics')?.processed ?? 0) >= placed + 1,
+  'analytics handled every order and payment (and the duplicate payment, having no inbox)',
+  (all.get('analytics')?.processed ?? 0) >= placed * 2 + 1,
 );
 check('loyalty suppressed the duplicate payment', (all.get('loyalty')?.duplicates ?? 0) >= 1);
 check('recommendations replayed every OrderPlaced', (all.get('recommendations')?.processed ?? 0) >= placed);

@@ -19,8 +19,15 @@ function start(): Consumer {
       });
     case 'analytics': {
       const revenueByCustomerOrder = new Map<string, number>();
-      return bus.handle('analytics', [PaymentReceived], ({ data, key }) => {
+      let ordersPlaced = 0;
+      return bus.handle('analytics', [OrderPlaced, PaymentReceived], (message) => {
+        if (message.type === 'OrderPlaced') {
+          ordersPlaced++; // orders per period, for the dashboard
+          return;
+        }
+        const { data, key } = message;
         revenueByCustomerOrder.set(key, (revenueByCustomerOrder.get(key) ?? 0) + data.amount); // no inbox: a duplicate counts twice
+        void ordersPlaced;
       });
     }
     case 'warehouse': {
@@ -38,11 +45,17 @@ function start(): Consumer {
     }
     case 'loyalty': {
       const points = new Map<string, number>();
+      const customers = new Map<string, string>(); // order → customer, from OrderPlaced
       return bus.handle(
         'loyalty',
-        [PaymentReceived],
-        ({ data, key }) => {
-          points.set(key, (points.get(key) ?? 0) + Math.floor(data.amount));
+        [OrderPlaced, PaymentReceived],
+        (message) => {
+          if (message.type === 'OrderPlaced') {
+            customers.set(message.key, message.data.customer);
+            return;
+          }
+          const customer = customers.get(message.key) ?? message.key;
+          points.set(customer, (points.get(customer) ?? 0) + Math.floor(message.data.amount));
         },
         { inbox: true }, // the log's durable inbox: a redelivered payment earns points once
       );

@@ -4,7 +4,8 @@ import { demoOrder } from '../catalog.js';
 import { OrderPlaced, OrderShipped, PaymentReceived } from '../events.js';
 import type { FromService, ToService } from '../protocol.js';
 
-const bus = createBus({ service: 'order-service' }); // the embedded log in TIDINGS_DATA_DIR
+// The embedded log in TIDINGS_DATA_DIR; `produces` declares what this service publishes, for `tidings topology`.
+const bus = createBus({ service: 'order-service', produces: [OrderPlaced, PaymentReceived, OrderShipped] });
 const send = (message: FromService) => process.send?.(message);
 let firstPayment: Receipt | undefined;
 
@@ -14,12 +15,18 @@ process.on('message', (message: ToService) => {
       let events = 0;
       for (let n = message.from; n < message.to; n++) {
         const order = demoOrder(n);
-        await bus.publish(OrderPlaced, order);
-        const payment = await bus.publish(PaymentReceived, { orderId: order.orderId, amount: order.total });
+        const placed = await bus.publish(OrderPlaced, order);
+        // The order's later facts belong to its flow: `tidings trace <placed.id>` shows them together.
+        const flow = { correlationId: placed.id, causationId: placed.id };
+        const payment = await bus.publish(
+          PaymentReceived,
+          { orderId: order.orderId, amount: order.total },
+          flow,
+        );
         firstPayment ??= payment;
         events += 2;
         if (n % 2 === 0) {
-          await bus.publish(OrderShipped, { orderId: order.orderId, carrier: 'parcel-co' });
+          await bus.publish(OrderShipped, { orderId: order.orderId, carrier: 'parcel-co' }, flow);
           events++;
         }
       }

@@ -5,11 +5,17 @@
 import { Command, CommanderError } from 'commander';
 import { registerDeadLetters } from './commands/dead-letters.js';
 import { registerGroups } from './commands/groups.js';
+import { registerOutbox } from './commands/outbox.js';
 import { registerParked } from './commands/parked.js';
 import { registerPublish } from './commands/publish.js';
+import { registerRelay } from './commands/relay.js';
 import { registerServe } from './commands/serve.js';
+import { registerSchema } from './commands/schema.js';
 import { registerTail } from './commands/tail.js';
 import { registerTopics } from './commands/topics.js';
+import { registerTopology } from './commands/topology.js';
+import { registerTrace } from './commands/trace.js';
+import { registerAsyncApi } from './commands/asyncapi.js';
 import { defaultDataDir, type CliDeps } from './context.js';
 import { describeFailure, ExitCode, oneLine, usageError } from './errors.js';
 import { closest } from './lookup.js';
@@ -79,7 +85,13 @@ Examples:
   registerGroups(program, deps);
   registerDeadLetters(program, deps);
   registerParked(program, deps);
+  registerRelay(program, deps);
+  registerOutbox(program, deps);
   registerServe(program, deps);
+  registerSchema(program, deps);
+  registerTopology(program, deps);
+  registerTrace(program, deps);
+  registerAsyncApi(program, deps);
 
   // Commander's own errors (unknown option, missing argument, bad value), as one line naming the command's help.
   const configure = (command: Command) => {

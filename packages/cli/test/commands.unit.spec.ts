@@ -63,6 +63,16 @@ describe('topics', () => {
     expect(describedJson.groups).toEqual([]);
   });
 
+  it("hides Tidings' internal topics (topology, outcomes) unless --all", async () => {
+    const bus = createBus({ service: 'shop', transport, logger: silentLogger });
+    await bus.publish(OrderPlaced, { orderId: 'o-1' });
+    await bus.close();
+    const listed = async (args: string[]) =>
+      (JSON.parse((await tidings(args)).stdout) as Array<{ name: string }>).map((t) => t.name);
+    expect(await listed(['topics', 'list', '--json'])).toEqual(['orders']);
+    expect(await listed(['topics', 'list', '--json', '--all'])).toEqual(['__topology', 'orders']);
+  });
+
   it('fails with one line for an unknown topic (with a suggestion) and a partition conflict', async () => {
     await tidings(['topics', 'create', 'orders', '-p', '2']);
     expectOneLineError(

@@ -71,6 +71,8 @@ export {
   listDeadLetters,
   getDeadLetter,
   resolveDeadLetter,
+  readDeadLetterHistory,
+  type DeadLetterHistoryEntry,
   type DeadLetter,
   type DeadLetterReason,
 } from './core/dead-letters.js';
@@ -83,12 +85,39 @@ export {
   type TidingsErrorOptions,
 } from './core/errors.js';
 export { systemClock, type Clock } from './core/clock.js';
+export type { Relay, RelaySource, RelayStats, RelayTarget } from './core/relay.js';
+export { buildEnvelope, type BuiltEnvelope, type EnvelopeContext } from './core/envelope-builder.js';
 export { uuidv7, type IdGenerator } from './core/ids.js';
 export { createConsoleLogger, silentLogger, type Logger, type LogLevel } from './core/logger.js';
 export { partitionForKey } from './core/partitioner.js';
 export { closeOnSignals, type Closable, type CloseOnSignalsOptions } from './core/signals.js';
 export type { StandardSchemaV1 } from './core/schema.js';
 export { toJsonSchema, type JsonSchema, type JsonSchemaConverter } from './core/json-schema.js';
+export {
+  traceIdOf,
+  type Instrumentation,
+  type PublishInfo,
+  type PublishScope,
+  type PublishOutcome,
+  type DeliveryInfo,
+  type DeliveryScope,
+  type DeliveryOutcome,
+  type DeliveryStatus,
+} from './core/instrumentation.js';
+export {
+  topologyTopic,
+  topologyHeader,
+  parseTopologyFact,
+  type TopologyFact,
+  type TopologyMessage,
+} from './core/topology.js';
+export {
+  outcomesTopic,
+  parseOutcomeRecord,
+  outcomeCorrelationId,
+  type OutcomeEntry,
+  type JournaledOutcome,
+} from './core/outcomes.js';
 export type {
   Transport,
   TransportAdmin,

@@ -6,6 +6,9 @@ import { formatBytes, formatCount, formatDuration, formatTime, plural, table } f
 import { requireTopic } from '../lookup.js';
 import { parseBytes, parseDuration, parseInteger } from '../parse.js';
 
+/** Topics Tidings keeps for itself (`__topology`, `__outcomes`): hidden from `topics list` unless `--all`. */
+export const isInternalTopic = (name: string) => name.startsWith('__');
+
 /** Partitions of a topic created without `--partitions`. */
 export const defaultPartitions = 4;
 
@@ -42,10 +45,14 @@ export function registerTopics(program: Command, deps: CliDeps): void {
 
   withCommonOptions(topics.command('list'))
     .description('list the topics of the data directory, with partitions, stored events and retention')
+    .option('-a, --all', "also list Tidings' internal topics (names starting with '__': topology, outcomes)")
     .action(async (_options: unknown, command: Command) => {
       const common = commonOptions(deps, command);
+      const all = command.opts<{ all?: boolean }>().all === true;
       await withTransport(deps, { ...common.open, create: false }, async (transport) => {
-        const names = (await transport.admin.listTopics()).sort();
+        const names = (await transport.admin.listTopics())
+          .filter((name) => all || !isInternalTopic(name))
+          .sort();
         const descriptions: TopicDescription[] = [];
         for (const name of names) descriptions.push(await transport.admin.describeTopic(name));
         if (common.json) return writeJson(deps.stdout, descriptions.map(topicJson));

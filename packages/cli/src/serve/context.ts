@@ -10,4 +10,11 @@ export interface ServeContext {
   common: CommonOptions;
   /** True with `--metrics`: `GET /metrics` serves the Prometheus text format. */
   metrics: boolean;
+  /**
+   * With `--registry-database-url`: the schema registry is kept in this PostgreSQL database (schema `tidings`)
+   * rather than in the data directory's `registry.db`.
+   */
+  registryDatabaseUrl?: string;
+  /** With `--registry-database-schema`: the PostgreSQL schema of the registry's tables. Default `tidings`. */
+  registryDatabaseSchema?: string;
 }

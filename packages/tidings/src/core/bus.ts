@@ -4,6 +4,7 @@ import { Consumer, type ConsumerDeps, type ConsumerOptions, type ParkedRetryResu
 import { getDeadLetter, listDeadLetters, resolutionRecord, type DeadLetter } from './dead-letters.js';
 import type { CommandDefinition, EventDefinition, InputOf, MessageDefinition } from './define.js';
 import { isDefinition } from './define.js';
+import { buildEnvelope } from './envelope-builder.js';
 import type { Envelope } from './envelope.js';
 import { ErrorCode, TidingsError, describeError, isTidingsError } from './errors.js';
 import type { HandledMessage, HandlerContext, HandlerFn, PublishOptions, Receipt } from './handler.js';
@@ -13,6 +14,10 @@ import type { InboxStore } from './inbox.js';
 import { createMemoryParking, type ParkedKey, type ParkedKeyRef, type ParkingStore } from './parking.js';
 import { validateWithSchema } from './schema.js';
 import type { OutgoingRecord, Transport } from './transport.js';
+import type { Instrumentation, PublishScope } from './instrumentation.js';
+import { createTopologyRecorder } from './topology.js';
+import { createOutcomeJournal } from './outcomes.js';
+import type { Relay, RelaySource } from './relay.js';
 import { createDefaultTransport } from './default-transport.js';
 
 /** Options of {@link createBus}. Validated and defaulted once, here. */
@@ -48,6 +53,35 @@ export interface BusOptions {
   idGenerator?: IdGenerator;
   /** Randomness for retry jitter, a function returning [0, 1). Default `Math.random`. */
   random?: () => number;
+  /**
+   * A schema registry (`createSchemaRegistry` from `tidings/registry`, or anything with `ensureRegistered`). Before a
+   * definition version is first published or sent, its JSON Schema is registered under the type (once per
+   * definition, cached); when the registered history forbids it, `publish` rejects with `SCHEMA_INCOMPATIBLE` and
+   * nothing is written. Default: none (no registry check).
+   */
+  registry?: { ensureRegistered(definition: MessageDefinition): Promise<void> };
+  /**
+   * Observes every publish and delivery: tracing and metrics. `createOtelInstrumentation()` from `tidings/otel`
+   * gives OpenTelemetry spans, trace context in every envelope, and metrics. Default: none (the seam then costs
+   * nothing per event).
+   */
+  instrumentation?: Instrumentation;
+  /**
+   * The events and commands this service publishes, declared up front so that `tidings topology` and
+   * `tidings asyncapi` know them before the first publish. Types are also recorded when first published.
+   */
+  produces?: readonly MessageDefinition[];
+  /**
+   * Whether the bus records what it produces and consumes on the transport's `__topology` topic (each fact once
+   * per bus life), for `tidings topology`, `tidings asyncapi` and `tidings trace`. Default `true`.
+   */
+  topology?: boolean;
+  /**
+   * Whether consumers journal deliveries that did not simply succeed at the first attempt (handled after retries,
+   * parked, released or skipped) on the transport's `__outcomes` topic, for `tidings trace`. A first-attempt
+   * success writes nothing. Default `true`.
+   */
+  journal?: boolean;
 }
 
 /** An item of {@link Bus.publishMany}. */
@@ -129,6 +163,16 @@ export interface Bus {
   ): Consumer;
   readonly parked: ParkedApi;
   readonly deadLetters: DeadLettersApi;
+  /**
+   * Starts a relay that publishes the events stored in `outbox` (from `tidings/outbox`) through this bus's
+   * transport and wire mode, per key in the order they were enqueued, in batches, until it is closed or the bus
+   * closes. The envelopes were built at enqueue, so a re-publish after a crash carries the same event id and the
+   * consumers' inbox drops it. Several relays (in this or other processes) may run on one outbox safely.
+   *
+   * Throws `CLOSED` when the bus is closed and `INVALID_CONFIG` for a bad option or an outbox without a database
+   * connection for relaying.
+   */
+  startRelay<TOptions>(outbox: RelaySource<TOptions>, options?: TOptions): Relay;
   /** The consumers running on this bus. */
   consumers(): readonly Consumer[];
   /**
@@ -171,6 +215,15 @@ export function createBus(options: BusOptions = {}): Bus {
   const ids = options.idGenerator ?? uuidv7;
   const random = options.random ?? Math.random;
   const logger = options.logger ?? createConsoleLogger();
+  const instrumentation = options.instrumentation;
+  const declared = options.produces ?? [];
+  if (!Array.isArray(declared) || !declared.every(isDefinition))
+    throw invalid('"produces" must be an array of definitions from defineEvent or defineCommand');
+  const topology =
+    options.topology === false
+      ? undefined
+      : createTopologyRecorder({ transport, service, logger, clock, declared });
+  const journal = options.journal === false ? undefined : createOutcomeJournal(transport, logger);
   // Stores are looked up when first used, so a transport that connects lazily can supply its own.
   let memoryParking: ParkingStore | undefined;
   const resolveParking = (): ParkingStore =>
@@ -195,6 +248,7 @@ export function createBus(options: BusOptions = {}): Bus {
   };
 
   const consumers = new Set<Consumer>();
+  const relays = new Set<Relay>();
   const commandOwners = new Map<string, string>();
   let closed = false;
   let closing: Promise<void> | undefined;
@@ -213,7 +267,7 @@ export function createBus(options: BusOptions = {}): Bus {
     data: unknown,
     kind: 'event' | 'command',
     publishOptions: Omit<PublishOptions, 'signal'> = {},
-  ): Promise<{ topic: string; id: string; record: OutgoingRecord }> {
+  ): Promise<{ topic: string; id: string; record: OutgoingRecord; scope: PublishScope | undefined }> {
     if (!isDefinition(definition)) {
       throw new TidingsError(
         ErrorCode.INVALID_CONFIG,
@@ -229,6 +283,7 @@ export function createBus(options: BusOptions = {}): Bus {
         { eventType: definition.type },
       );
     }
+    if (options.registry !== undefined) await options.registry.ensureRegistered(definition);
     const id = publishOptions.id ?? ids();
     const value = await validateWithSchema(
       definition.schema,
@@ -241,38 +296,32 @@ export function createBus(options: BusOptions = {}): Bus {
         eventId: id,
       },
     );
-    const key = publishOptions.key ?? definition.keyOf(value);
-    if (typeof key !== 'string' || key.length === 0) {
-      throw new TidingsError(
-        ErrorCode.VALIDATION_FAILED,
-        `${definition.type} was not published: its key is empty; check the definition's "key"`,
-        {
-          eventType: definition.type,
-          retryable: false,
-        },
-      );
-    }
-    const time = publishOptions.time ?? new Date(clock.now());
-    const envelope: Envelope = {
-      id,
+    const { envelope, key, time } = buildEnvelope(definition, id, value, publishOptions, {
       source,
+      now: clock.now(),
+    });
+    const scope = instrumentation?.publish?.({
+      service,
+      operation: kind === 'event' ? 'publish' : 'send',
+      system: transport.name,
+      topic: definition.topic,
       type: definition.type,
-      specversion: '1.0',
-      time: time.toISOString(),
-      subject: key,
-      datacontenttype: 'application/json',
-      correlationid: publishOptions.correlationId ?? id,
-      partitionkey: key,
-      schemaversion: definition.version,
-      data: value,
-      ...(publishOptions.causationId === undefined ? {} : { causationid: publishOptions.causationId }),
-      ...(publishOptions.traceparent === undefined ? {} : { traceparent: publishOptions.traceparent }),
-      ...(publishOptions.tracestate === undefined ? {} : { tracestate: publishOptions.tracestate }),
-    };
+      id,
+      key,
+      correlationId: envelope.correlationid ?? id,
+      causationId: envelope.causationid,
+      traceparent: envelope.traceparent,
+      tracestate: envelope.tracestate,
+    });
+    if (scope?.traceparent !== undefined) {
+      envelope.traceparent = scope.traceparent;
+      if (scope.tracestate === undefined) delete envelope.tracestate;
+      else envelope.tracestate = scope.tracestate;
+    }
     const encoded = encodeEnvelope(envelope, wireMode);
     const size = encodedSize(encoded) + Buffer.byteLength(key);
     if (size > maxEventBytes) {
-      throw new TidingsError(
+      const error = new TidingsError(
         ErrorCode.EVENT_TOO_LARGE,
         `${definition.type} was not published: it is ${size} bytes encoded, over the limit of ${maxEventBytes} bytes; ` +
           `store large content elsewhere and publish a reference to it, or raise maxEventBytes (the transport allows ${transport.features.maxRecordBytes})`,
@@ -285,12 +334,25 @@ export function createBus(options: BusOptions = {}): Bus {
           retryable: false,
         },
       );
+      endScope(scope, { ok: false, error });
+      throw error;
     }
     return {
       topic: definition.topic,
       id,
       record: { key, headers: encoded.headers, value: encoded.value, timestamp: time.getTime() },
+      scope,
     };
+  }
+
+  /** Ends a publish scope; an instrumentation that throws is logged, never allowed to fail the publish. */
+  function endScope(scope: PublishScope | undefined, outcome: Parameters<PublishScope['end']>[0]): void {
+    if (scope === undefined) return;
+    try {
+      scope.end(outcome);
+    } catch (error) {
+      logger.warn({ service, err: error }, 'the instrumentation failed to end a publish; ignored');
+    }
   }
 
   async function write(topic: string, records: OutgoingRecord[], signal: AbortSignal | undefined) {
@@ -318,15 +380,31 @@ export function createBus(options: BusOptions = {}): Bus {
     ensureOpen();
     const { signal, ...rest } = publishOptions;
     const prepared = await prepare(definition, data, kind, rest);
-    const [ack] = await write(prepared.topic, [prepared.record], signal);
-    if (!ack)
-      throw new TidingsError(
-        ErrorCode.PUBLISH_FAILED,
-        `transport "${transport.name}" returned no acknowledgement for ${definition.type}`,
-        { topic: prepared.topic },
-      );
+    if (prepared.scope === undefined) {
+      const [ack] = await write(prepared.topic, [prepared.record], signal);
+      if (!ack) throw noAck(definition.type, prepared.topic);
+      topology?.produced(definition);
+      return { id: prepared.id, topic: ack.topic, partition: ack.partition, offset: ack.offset };
+    }
+    let ack;
+    try {
+      [ack] = await write(prepared.topic, [prepared.record], signal);
+      if (!ack) throw noAck(definition.type, prepared.topic);
+    } catch (error) {
+      endScope(prepared.scope, { ok: false, error });
+      throw error;
+    }
+    endScope(prepared.scope, { ok: true, ack });
+    topology?.produced(definition);
     return { id: prepared.id, topic: ack.topic, partition: ack.partition, offset: ack.offset };
   }
+
+  const noAck = (type: string, topic: string) =>
+    new TidingsError(
+      ErrorCode.PUBLISH_FAILED,
+      `transport "${transport.name}" returned no acknowledgement for ${type}`,
+      { topic },
+    );
 
   /** `ctx.publish` / `ctx.send` for a handled envelope: causation and correlation and trace carried forward. */
   function followUps(handled: Envelope): Pick<HandlerContext, 'publish' | 'send'> {
@@ -352,6 +430,9 @@ export function createBus(options: BusOptions = {}): Bus {
     defaultInbox,
     requests: () => transport.stores?.requests,
     followUps,
+    service,
+    instrumentation: instrumentation?.deliver === undefined ? undefined : instrumentation,
+    journal,
     onClosed: (consumer) => {
       consumers.delete(consumer);
       for (const [type, group] of commandOwners)
@@ -380,8 +461,17 @@ export function createBus(options: BusOptions = {}): Bus {
     send: (command, data, publishOptions) => publishOne(command, data, 'command', publishOptions),
     async publishMany(items, manyOptions = {}) {
       ensureOpen();
-      const prepared = await Promise.all(
+      const settled = await Promise.allSettled(
         items.map((item) => prepare(item.event, item.data, 'event', item.options)),
+      );
+      const refused = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (refused) {
+        for (const s of settled)
+          if (s.status === 'fulfilled') endScope(s.value.scope, { ok: false, error: refused.reason });
+        throw refused.reason;
+      }
+      const prepared = settled.map(
+        (s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof prepare>>>).value,
       );
       const byTopic = new Map<string, number[]>();
       prepared.forEach((p, index) => {
@@ -392,19 +482,29 @@ export function createBus(options: BusOptions = {}): Bus {
       const receipts = new Array<Receipt>(items.length);
       await Promise.all(
         [...byTopic].map(async ([topic, indexes]) => {
-          const acks = await write(
-            topic,
-            indexes.map((i) => prepared[i]!.record),
-            manyOptions.signal,
-          );
+          let acks;
+          try {
+            acks = await write(
+              topic,
+              indexes.map((i) => prepared[i]!.record),
+              manyOptions.signal,
+            );
+          } catch (error) {
+            for (const i of indexes) endScope(prepared[i]!.scope, { ok: false, error });
+            throw error;
+          }
           indexes.forEach((itemIndex, n) => {
             const ack = acks[n];
-            if (!ack)
-              throw new TidingsError(
+            if (!ack) {
+              const error = new TidingsError(
                 ErrorCode.PUBLISH_FAILED,
                 `transport "${transport.name}" returned too few acknowledgements for "${topic}"`,
                 { topic },
               );
+              endScope(prepared[itemIndex]!.scope, { ok: false, error });
+              throw error;
+            }
+            endScope(prepared[itemIndex]!.scope, { ok: true, ack });
             receipts[itemIndex] = {
               id: prepared[itemIndex]!.id,
               topic: ack.topic,
@@ -414,6 +514,7 @@ export function createBus(options: BusOptions = {}): Bus {
           });
         }),
       );
+      if (topology !== undefined) for (const item of items) topology.produced(item.event);
       return receipts;
     },
     handle(group, definitions, handler, consumerOptions) {
@@ -449,6 +550,7 @@ export function createBus(options: BusOptions = {}): Bus {
         if (definition.kind === 'command') commandOwners.set(definition.type, group);
       consumers.add(consumer);
       consumer.start();
+      topology?.consumes(group, definitions);
       return consumer;
     },
     parked: {
@@ -470,10 +572,20 @@ export function createBus(options: BusOptions = {}): Bus {
       },
     },
     consumers: () => [...consumers],
+    startRelay(outbox, relayOptions) {
+      ensureOpen();
+      const relay = outbox.startRelay({ transport, wireMode, logger, clock, service }, relayOptions);
+      relays.add(relay);
+      void relay.closed.then(() => relays.delete(relay));
+      return relay;
+    },
     close() {
       closing ??= (async () => {
         closed = true;
+        await Promise.allSettled([...relays].map((relay) => relay.close()));
         await Promise.allSettled([...consumers].map((consumer) => consumer.close()));
+        await topology?.flush();
+        await journal?.flush();
         if (ownsTransport) await transport.close();
       })();
       return closing;

@@ -13,6 +13,13 @@ import type { Envelope } from './envelope.js';
 import { ErrorCode, TidingsError, describeError, isTidingsError } from './errors.js';
 import { composeMiddleware, type HandlerContext, type HandlerFn, type Middleware } from './handler.js';
 import type { InboxStore } from './inbox.js';
+import type { JournaledOutcome, OutcomeJournal } from './outcomes.js';
+import {
+  traceIdOf,
+  type DeliveryOutcome,
+  type DeliveryScope,
+  type Instrumentation,
+} from './instrumentation.js';
 import { childLogger, type Logger } from './logger.js';
 import { idempotent, retry, timeout, type RetryOptions } from './middleware.js';
 import type { ParkedEvent, ParkedKeyRef, ParkingStore } from './parking.js';
@@ -111,6 +118,12 @@ export interface ConsumerDeps {
   /** Builds the handler context's `publish` and `send`, bound to the handled envelope. */
   followUps(envelope: Envelope): Pick<HandlerContext, 'publish' | 'send'>;
   onClosed(consumer: Consumer): void;
+  /** The bus's service name, for instrumentation. */
+  service: string;
+  /** Observes each delivery (tracing, metrics); undefined when none is configured or it has no `deliver`. */
+  instrumentation: Instrumentation | undefined;
+  /** Where deliveries that did not simply succeed are journaled, for `tidings trace`; undefined when off. */
+  journal: OutcomeJournal | undefined;
 }
 
 type Work =
@@ -223,10 +236,11 @@ export class Consumer {
     }
     if (options.retry !== false)
       chain.push(retry(options.retry ?? {}, { clock: deps.clock, random: deps.random }));
+    if (deps.instrumentation !== undefined) chain.push(observeAttempts);
     chain.push(...(options.middleware ?? []));
     if (options.timeoutMs !== undefined) chain.push(timeout(options.timeoutMs, { clock: deps.clock }));
     this.#chain = composeMiddleware(chain, async (message, ctx) => {
-      const sink = (ctx as { [attemptSink]?: { attempts: number } })[attemptSink];
+      const sink = (ctx as { [attemptSink]?: AttemptSink })[attemptSink];
       if (sink) sink.attempts = ctx.attempt;
       if (ctx.attempt > 1) this.#stats.retried++;
       await handler(message, ctx);
@@ -502,23 +516,93 @@ export class Consumer {
   /** Handles one delivery; true when it may be acknowledged. */
   async #process(ref: ParkedKeyRef, delivery: Delivery): Promise<boolean> {
     const decoded = await this.#decode(delivery);
-    if (!decoded.ok) {
-      if (decoded.skip) {
-        this.#stats.skipped++;
-        return true;
+    if (!decoded.ok && decoded.skip) {
+      this.#stats.skipped++;
+      return true;
+    }
+    const instrumentation = this.#deps.instrumentation;
+    if (instrumentation === undefined) return this.#settle(ref, delivery, decoded, undefined);
+    const scope = this.#startScope(instrumentation, delivery, decoded.ok ? decoded.envelope : undefined);
+    if (scope === undefined) return this.#settle(ref, delivery, decoded, undefined);
+    const report: { outcome: DeliveryOutcome } = { outcome: { status: 'abandoned', attempts: 0 } };
+    try {
+      return await scope.run(() => this.#settle(ref, delivery, decoded, { scope, report }));
+    } finally {
+      try {
+        scope.end(report.outcome);
+      } catch (error) {
+        this.#deps.logger.warn(
+          { group: this.group, err: error },
+          'the instrumentation failed to end a delivery; ignored',
+        );
       }
-      return this.#deadLetter(delivery, decoded.reason, decoded.error, 0);
+    }
+  }
+
+  #startScope(
+    instrumentation: Instrumentation,
+    delivery: Delivery,
+    envelope: Envelope | undefined,
+  ): DeliveryScope | undefined {
+    try {
+      return instrumentation.deliver?.({
+        service: this.#deps.service,
+        system: this.#deps.transport.name,
+        group: this.group,
+        topic: delivery.topic,
+        partition: delivery.partition,
+        offset: delivery.offset,
+        key: delivery.key,
+        deliveryCount: delivery.deliveryCount,
+        envelope,
+      });
+    } catch (error) {
+      this.#deps.logger.warn(
+        { group: this.group, err: error },
+        'the instrumentation failed to start a delivery; ignored',
+      );
+      return undefined;
+    }
+  }
+
+  /** Settles a decoded (or undecodable) delivery: handle, park or dead-letter. True when it may be acknowledged. */
+  async #settle(
+    ref: ParkedKeyRef,
+    delivery: Delivery,
+    decoded:
+      | { ok: true; envelope: Envelope; data: unknown }
+      | { ok: false; skip: false; reason: DeadLetterReason; error: string },
+    observed: { scope: DeliveryScope; report: { outcome: DeliveryOutcome } } | undefined,
+  ): Promise<boolean> {
+    if (!decoded.ok) {
+      const settled = await this.#deadLetter(delivery, decoded.reason, decoded.error, 0, undefined);
+      if (observed) observed.report.outcome = { status: 'deadLettered', attempts: 0, error: decoded.error };
+      return settled;
     }
     if (await this.#deps.parking.isParked(ref)) {
       await this.#withInPlaceRetry(() =>
         this.#deps.parking.append(ref, parkedEventOf(delivery, this.#deps.clock.now())),
       );
       this.#stats.parked++;
+      if (observed) observed.report.outcome = { status: 'parked', attempts: 0 };
+      this.#journal('parked', decoded.envelope, delivery, 0);
       return true;
     }
-    const outcome = await this.#runHandler(decoded.envelope, decoded.data, delivery);
-    if (outcome.ok) return true;
-    if (this.#closing) return false;
+    const outcome = await this.#runHandler(decoded.envelope, decoded.data, delivery, observed?.scope);
+    if (outcome.ok) {
+      if (outcome.attempts > 1) this.#journal('retried', decoded.envelope, delivery, outcome.attempts);
+      if (observed)
+        observed.report.outcome = {
+          status: outcome.attempts === 0 ? 'duplicate' : 'processed',
+          attempts: outcome.attempts,
+        };
+      return true;
+    }
+    if (this.#closing) {
+      if (observed)
+        observed.report.outcome = { status: 'abandoned', attempts: outcome.attempts, error: outcome.error };
+      return false;
+    }
     this.#stats.failed++;
     if (this.#policy === 'park') {
       const failure = { error: describeError(outcome.error), attempts: outcome.attempts };
@@ -526,12 +610,16 @@ export class Consumer {
         this.#deps.parking.append(ref, parkedEventOf(delivery, this.#deps.clock.now()), failure),
       );
       this.#stats.parked++;
+      if (observed)
+        observed.report.outcome = { status: 'parked', attempts: outcome.attempts, error: outcome.error };
+      this.#journal('parked', decoded.envelope, delivery, outcome.attempts, failure.error);
       this.#deps.logger.warn(
         {
           group: this.group,
           topic: ref.topic,
           key: ref.key,
           eventId: decoded.envelope.id,
+          ...traceFields(decoded.envelope, observed?.scope),
           err: outcome.error,
         },
         'key parked',
@@ -541,7 +629,40 @@ export class Consumer {
     const reason: DeadLetterReason = isTidingsError(outcome.error, ErrorCode.HANDLER_TIMEOUT)
       ? ErrorCode.HANDLER_TIMEOUT
       : ErrorCode.HANDLER_FAILED;
-    return this.#deadLetter(delivery, reason, describeError(outcome.error), outcome.attempts);
+    const settled = await this.#deadLetter(
+      delivery,
+      reason,
+      describeError(outcome.error),
+      outcome.attempts,
+      decoded.envelope,
+      observed?.scope,
+    );
+    if (observed)
+      observed.report.outcome = { status: 'deadLettered', attempts: outcome.attempts, error: outcome.error };
+    return settled;
+  }
+
+  /** Journals an outcome other than a first-attempt success (see `outcomes.ts`). */
+  #journal(
+    outcome: JournaledOutcome,
+    envelope: Envelope,
+    record: Pick<Delivery, 'topic' | 'partition' | 'offset' | 'key'>,
+    attempts: number,
+    error?: string,
+  ): void {
+    this.#deps.journal?.record({
+      outcome,
+      group: this.group,
+      topic: record.topic,
+      partition: record.partition,
+      offset: record.offset,
+      key: record.key,
+      eventId: envelope.id,
+      correlationId: envelope.correlationid ?? envelope.id,
+      attempts,
+      ...(error === undefined ? {} : { error }),
+      at: this.#deps.clock.now(),
+    });
   }
 
   async #decode(
@@ -568,10 +689,19 @@ export class Consumer {
         error: `${envelope.type} version ${version} is newer than the version this consumer knows (${definition.version}); deploy the newer definition, then retry the dead letter`,
       };
     }
+    // Older events are brought up to the current version first (the definition's upcasters), then validated.
+    let payload = envelope.data;
+    if (version < definition.version) {
+      try {
+        payload = await definition.upcast(envelope.data, version);
+      } catch (error) {
+        return { ok: false, skip: false, reason: ErrorCode.SCHEMA_INVALID, error: describeError(error) };
+      }
+    }
     try {
       const data = await validateWithSchema(
         definition.schema,
-        envelope.data,
+        payload,
         ErrorCode.SCHEMA_INVALID,
         `${envelope.type} ${envelope.id} does not match its schema`,
       );
@@ -585,12 +715,14 @@ export class Consumer {
     envelope: Envelope,
     data: unknown,
     record: Pick<Delivery, 'topic' | 'partition' | 'offset' | 'key'> & { deliveryCount: number },
-  ): Promise<{ ok: true } | { ok: false; error: unknown; attempts: number }> {
-    const sink = { attempts: 0 };
+    scope?: DeliveryScope,
+  ): Promise<{ ok: true; attempts: number } | { ok: false; error: unknown; attempts: number }> {
+    const sink: AttemptSink = { attempts: 0, scope };
     const logger = childLogger(this.#deps.logger, {
       group: this.group,
       eventId: envelope.id,
       eventType: envelope.type,
+      ...traceFields(envelope, scope),
     });
     const ctx: HandlerContext & { [attemptSink]: typeof sink } = {
       envelope,
@@ -608,7 +740,7 @@ export class Consumer {
     try {
       await this.#chain({ type: envelope.type, data, key: record.key }, ctx);
       if (sink.attempts > 0) this.#stats.processed++; // 0: the inbox recognised a duplicate, the handler never ran
-      return { ok: true };
+      return { ok: true, attempts: sink.attempts };
     } catch (error) {
       return { ok: false, error, attempts: Math.max(1, sink.attempts) };
     }
@@ -619,6 +751,8 @@ export class Consumer {
     reason: DeadLetterReason,
     error: string,
     attempts: number,
+    envelope: Envelope | undefined,
+    scope?: DeliveryScope,
   ): Promise<boolean> {
     const record = deadLetterRecord(delivery, this.group, reason, error, attempts, this.#deps.clock.now());
     await this.#withInPlaceRetry(() =>
@@ -626,7 +760,14 @@ export class Consumer {
     );
     this.#stats.deadLettered++;
     this.#deps.logger.warn(
-      { group: this.group, topic: delivery.topic, offset: delivery.offset, reason, error },
+      {
+        group: this.group,
+        topic: delivery.topic,
+        offset: delivery.offset,
+        ...(envelope === undefined ? {} : { eventId: envelope.id, ...traceFields(envelope, scope) }),
+        reason,
+        error,
+      },
       'event dead-lettered',
     );
     return true;
@@ -684,7 +825,24 @@ export class Consumer {
           { group: ref.group, topic: ref.topic },
         );
       }
-      if (skipFirst) await parking.shift(ref);
+      if (skipFirst) {
+        const first = (await parking.get(ref))?.events[0];
+        await parking.shift(ref);
+        if (first !== undefined && this.#deps.journal !== undefined) {
+          const decoded = await this.#decode({
+            topic: ref.topic,
+            headers: first.headers,
+            value: first.value,
+          });
+          if (decoded.ok)
+            this.#journal(
+              'skipped',
+              decoded.envelope,
+              { ...ref, partition: first.partition, offset: first.offset },
+              0,
+            );
+        }
+      }
       let processed = 0;
       for (;;) {
         const parked = await parking.get(ref);
@@ -708,6 +866,7 @@ export class Consumer {
             return { processed, remaining: parked.events.length, error };
           }
           processed++;
+          this.#journal('released', decoded.envelope, record, outcome.attempts);
         }
         await parking.shift(ref);
       }
@@ -763,6 +922,44 @@ export class Consumer {
  * learns how many attempts the middleware chain made.
  */
 const attemptSink = Symbol('tidings.attemptSink');
+
+/** What the router learns from inside the chain about one delivery. */
+interface AttemptSink {
+  attempts: number;
+  /** The delivery's instrumentation scope, told of each failed attempt. */
+  scope: DeliveryScope | undefined;
+}
+
+/**
+ * Placed right inside `retry` when instrumentation is configured: tells the delivery's scope of each failed attempt
+ * (timeouts included), so a tracer can record retries as span events.
+ */
+const observeAttempts: Middleware = (next) => async (message, ctx) => {
+  try {
+    await next(message, ctx);
+  } catch (error) {
+    const scope = (ctx as { [attemptSink]?: AttemptSink })[attemptSink]?.scope;
+    try {
+      scope?.attemptFailed?.(ctx.attempt, error);
+    } catch {
+      // An instrumentation must not change the outcome of an attempt.
+    }
+    throw error;
+  }
+};
+
+/** `traceId` (and what the scope adds, e.g. `spanId`) for log lines about `envelope`. */
+function traceFields(
+  envelope: Envelope,
+  scope: DeliveryScope | undefined,
+): Readonly<Record<string, unknown>> {
+  if (scope?.logFields !== undefined) return scope.logFields;
+  if (envelope.traceparent === undefined) return noFields;
+  const traceId = traceIdOf(envelope.traceparent);
+  return traceId === undefined ? noFields : { traceId };
+}
+
+const noFields: Readonly<Record<string, unknown>> = Object.freeze({});
 
 function parkedEventOf(delivery: Delivery, now: number): ParkedEvent {
   return {

@@ -207,3 +207,46 @@ export async function resolveDeadLetter(
 ): Promise<void> {
   await transport.publish(letter.deadLetterTopic, [resolutionRecord(letter.id, letter.key, resolution, now)]);
 }
+
+/** A dead letter with how it was settled, if it was. */
+export interface DeadLetterHistoryEntry extends DeadLetter {
+  /** `retried` (handled again successfully) or `skipped`; undefined while it is unresolved. */
+  resolution: 'retried' | 'skipped' | undefined;
+}
+
+/**
+ * Every dead letter of `group` for `topic`, resolved ones included with their resolution, oldest first per
+ * partition, at most `limit` (read page by page). For audit tools such as `tidings trace`.
+ */
+export async function readDeadLetterHistory(
+  transport: Transport,
+  topic: string,
+  group: string,
+  limit: number,
+): Promise<DeadLetterHistoryEntry[]> {
+  const dlqTopic = deadLetterTopic(topic, group);
+  if (!(await transport.admin.listTopics()).includes(dlqTopic)) return [];
+  const description = await transport.admin.describeTopic(dlqTopic);
+  const letters = new Map<string, DeadLetterHistoryEntry>();
+  const resolutions = new Map<string, 'retried' | 'skipped'>();
+  for (const { partition, lowOffset, highOffset } of description.partitionOffsets) {
+    for (let from = lowOffset; from < highOffset && letters.size < limit;) {
+      const page = await transport.admin.read(dlqTopic, partition, from, readPageSize);
+      if (page.length === 0) break;
+      for (const record of page) {
+        const resolves = record.headers[header.resolves];
+        const resolution = record.headers[header.resolution];
+        if (resolves !== undefined) {
+          if (resolution === 'retried' || resolution === 'skipped') resolutions.set(resolves, resolution);
+        } else if (letters.size < limit) {
+          letters.set(`${record.partition}:${record.offset}`, {
+            ...parseDeadLetter(record),
+            resolution: undefined,
+          });
+        }
+      }
+      from = page[page.length - 1]!.offset + 1;
+    }
+  }
+  return [...letters.values()].map((letter) => ({ ...letter, resolution: resolutions.get(letter.id) }));
+}

@@ -23,6 +23,13 @@ interface DefinitionBase<TType extends string, TSchema extends StandardSchemaV1>
    * `INVALID_CONFIG` when neither is available and no `converter` yields one.
    */
   jsonSchema(converter?: JsonSchemaConverter): JsonSchema;
+  /**
+   * Brings a payload written with schema version `fromVersion` up to the current {@link version} by running the
+   * definition's upcasters in order (`fromVersion` → `fromVersion + 1` → ... → `version`), before it is validated.
+   * Returns `data` unchanged for the current version, or for a definition without upcasters. Rejects with
+   * `UNKNOWN_VERSION` for a version newer than the current one and with `SCHEMA_INVALID` when an upcaster throws.
+   */
+  upcast(data: unknown, fromVersion: number): Promise<unknown>;
   readonly [definitionBrand]: true;
 }
 
@@ -75,7 +82,24 @@ export interface DefineOptions<TSchema extends StandardSchemaV1> {
    * Default: derived from `schema` when it supports Standard JSON Schema (zod 4.2+).
    */
   jsonSchema?: JsonSchema;
+  /**
+   * Upcasters: for each earlier version `n` (exactly `1` to `version - 1`), a function turning a version-`n` payload
+   * into a version-`n + 1` one, e.g. `{ 1: (v1) => ({ ...v1, currency: 'EUR' }), 2: (v2) => v3 }`. Consumers run
+   * the chain on older events, so handlers always receive the current version. Default: none (older payloads are
+   * validated against the current schema as they are).
+   */
+  upcast?: Upcasters;
 }
+
+/**
+ * A function from a payload of one version to the next (synchronous or async). The parameter is typed loosely on
+ * purpose: it is the *old* shape, which the current schema's types no longer describe.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Upcaster = (data: any) => unknown;
+
+/** Upcasters by the version they read: `{ 1: v1 => v2, 2: v2 => v3 }`. */
+export type Upcasters = { readonly [fromVersion: number]: Upcaster };
 
 /** Validates the common options and builds the definition object. */
 function define<TKind extends 'event' | 'command', TType extends string, TSchema extends StandardSchemaV1>(
@@ -123,6 +147,7 @@ function define<TKind extends 'event' | 'command', TType extends string, TSchema
       `${where}: "key" must name a payload property or be a function returning the aggregate key`,
     );
   }
+  const upcasters = checkUpcasters(where, options.upcast, version);
   reportNaming(where, options.naming ?? 'warn', findings);
   const schema = options.schema;
   const givenJsonSchema = options.jsonSchema;
@@ -134,8 +159,84 @@ function define<TKind extends 'event' | 'command', TType extends string, TSchema
     topic,
     keyOf,
     jsonSchema: (converter?: JsonSchemaConverter) => toJsonSchema(where, schema, givenJsonSchema, converter),
+    upcast: (data: unknown, fromVersion: number) => runUpcasters(type, version, upcasters, data, fromVersion),
     [definitionBrand]: true as const,
   });
+}
+
+/** Validates the `upcast` option: keys exactly 1 .. version - 1, each a function. Returns them by version. */
+function checkUpcasters(
+  where: string,
+  upcast: Upcasters | undefined,
+  version: number,
+): Map<number, Upcaster> {
+  const chain = new Map<number, Upcaster>();
+  if (upcast === undefined) return chain;
+  const expected = Array.from({ length: version - 1 }, (_, index) => String(index + 1));
+  if (typeof upcast !== 'object' || upcast === null || Array.isArray(upcast)) {
+    throw new TidingsError(
+      ErrorCode.INVALID_CONFIG,
+      `${where}: "upcast" must be an object of functions by version, e.g. { 1: (v1) => v2 }`,
+    );
+  }
+  const keys = Object.keys(upcast);
+  const missing = expected.filter((key) => !keys.includes(key));
+  const extra = keys.filter((key) => !expected.includes(key));
+  if (missing.length > 0 || extra.length > 0) {
+    throw new TidingsError(
+      ErrorCode.INVALID_CONFIG,
+      `${where}: "upcast" must have one function for each earlier version, ${
+        version === 1 ? 'none for version 1' : `1 to ${version - 1}`
+      }` +
+        (missing.length > 0 ? `; missing ${missing.join(', ')}` : '') +
+        (extra.length > 0 ? `; unexpected ${extra.join(', ')}` : ''),
+    );
+  }
+  for (const key of keys) {
+    const fn = upcast[Number(key)];
+    if (typeof fn !== 'function') {
+      throw new TidingsError(
+        ErrorCode.INVALID_CONFIG,
+        `${where}: upcast[${key}] must be a function from a version-${key} payload to a version-${Number(key) + 1} one`,
+      );
+    }
+    chain.set(Number(key), fn);
+  }
+  return chain;
+}
+
+async function runUpcasters(
+  type: string,
+  version: number,
+  chain: ReadonlyMap<number, Upcaster>,
+  data: unknown,
+  fromVersion: number,
+): Promise<unknown> {
+  if (!Number.isInteger(fromVersion) || fromVersion < 1 || fromVersion > version) {
+    throw new TidingsError(
+      ErrorCode.UNKNOWN_VERSION,
+      `${type} version ${fromVersion} is not one this definition knows (1 to ${version}); deploy the newer definition`,
+      { eventType: type, retryable: false },
+    );
+  }
+  if (chain.size === 0) return data;
+  let value = data;
+  for (let from = fromVersion; from < version; from++) {
+    const step = chain.get(from);
+    if (step === undefined) continue;
+    try {
+      value = await step(value);
+    } catch (error) {
+      throw new TidingsError(
+        ErrorCode.SCHEMA_INVALID,
+        `${type}: upcasting from version ${from} to ${from + 1} failed (${
+          error instanceof Error ? error.message : String(error)
+        }); fix upcast[${from}] in the definition, then retry the dead letter`,
+        { eventType: type, retryable: false, cause: error },
+      );
+    }
+  }
+  return value;
 }
 
 function reportNaming(where: string, mode: NamingMode, findings: string[]): void {

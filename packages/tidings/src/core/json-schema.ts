@@ -28,9 +28,22 @@ function isJsonSchemaObject(value: unknown): value is JsonSchema {
   );
 }
 
-/** A copy holding only JSON: symbols (TypeBox's `Kind`), functions and `undefined` are dropped. */
+/**
+ * A copy holding only JSON: symbols (TypeBox's `Kind`), functions, `undefined` and the Standard Schema member
+ * (`~standard`, which a TypeBox adapter may add) are dropped.
+ */
 function plainJson(schema: object): JsonSchema {
-  return JSON.parse(JSON.stringify(schema)) as JsonSchema;
+  return JSON.parse(
+    JSON.stringify(schema, (key, value: unknown) => (key === '~standard' ? undefined : value)),
+  ) as JsonSchema;
+}
+
+/**
+ * True for a Standard Schema that is a JSON Schema document itself (TypeBox). Other libraries' schema objects may
+ * carry JSON Schema-looking members (valibot's `type: 'object'`) without being one.
+ */
+function isSelfDescribing(schema: StandardSchemaV1): boolean {
+  return typeBoxKind in schema || (schema['~standard'].vendor === 'typebox' && isJsonSchemaObject(schema));
 }
 
 /**
@@ -62,7 +75,7 @@ export function toJsonSchema(
     const derived = input.call(standard.jsonSchema, { target: 'draft-2020-12' });
     if (isJsonSchemaObject(derived)) return plainJson(derived);
   }
-  if (isJsonSchemaObject(schema)) return plainJson(schema);
+  if (isSelfDescribing(schema)) return plainJson(schema);
   const converted = converter?.(schema);
   if (converted !== undefined) return plainJson(converted);
   const vendor = (schema as { '~standard': { vendor?: unknown } })['~standard'].vendor;

@@ -1,0 +1,136 @@
+/**
+ * The outcome journal: consumers record on the `__outcomes` topic of their transport each delivery that did not
+ * simply succeed at the first attempt (handled after retries, parked, waiting behind a parked key, released from or
+ * skipped out of parking), so `tidings trace` can say what happened to each event of a flow after the fact. A
+ * success at the first attempt writes nothing, so the hot path pays nothing; dead letters are not journaled (their
+ * `<topic>.<group>.dlq` topic already holds them, with attempts and resolution).
+ */
+import { describeError } from './errors.js';
+import type { Logger } from './logger.js';
+import type { OutgoingRecord, StoredRecord, Transport } from './transport.js';
+
+/** The topic outcome entries are written to. */
+export const outcomesTopic = '__outcomes';
+
+/** The most characters of an error kept in an entry. */
+export const outcomeErrorCharsMax = 1000;
+
+/**
+ * What happened to a delivery. `retried`: handled successfully after more than one attempt; `parked`: its retries
+ * were spent and its key parked (`attempts` > 0), or it was queued behind a parked key (`attempts` 0);
+ * `released`: handled successfully when its parked key was retried; `skipped`: dropped by an operator's skip.
+ */
+export type JournaledOutcome = 'retried' | 'parked' | 'released' | 'skipped';
+
+/** One journal entry. */
+export interface OutcomeEntry {
+  outcome: JournaledOutcome;
+  group: string;
+  topic: string;
+  partition: number;
+  offset: number;
+  key: string;
+  eventId: string;
+  correlationId: string;
+  /** Handler attempts made for this outcome. */
+  attempts: number;
+  /** The last error, for `parked`. */
+  error?: string;
+  /** ms since epoch. */
+  at: number;
+}
+
+const header = {
+  outcome: 'tidings-outcome',
+  group: 'tidings-outcome-group',
+  topic: 'tidings-outcome-topic',
+  partition: 'tidings-outcome-partition',
+  offset: 'tidings-outcome-offset',
+  eventId: 'tidings-outcome-event-id',
+  correlationId: 'tidings-outcome-correlation-id',
+  attempts: 'tidings-outcome-attempts',
+  error: 'tidings-outcome-error',
+} as const;
+
+const outcomes: readonly string[] = ['retried', 'parked', 'released', 'skipped'];
+
+/** The record of an entry: headers only, keyed by the event's key. */
+export function outcomeRecord(entry: OutcomeEntry): OutgoingRecord {
+  return {
+    key: entry.key,
+    value: new Uint8Array(0),
+    timestamp: entry.at,
+    headers: {
+      [header.outcome]: entry.outcome,
+      [header.group]: entry.group,
+      [header.topic]: entry.topic,
+      [header.partition]: String(entry.partition),
+      [header.offset]: String(entry.offset),
+      [header.eventId]: entry.eventId,
+      [header.correlationId]: entry.correlationId,
+      [header.attempts]: String(entry.attempts),
+      ...(entry.error === undefined ? {} : { [header.error]: entry.error.slice(0, outcomeErrorCharsMax) }),
+    },
+  };
+}
+
+/** The correlation id of a journal record without parsing the rest (for scanning), or undefined. */
+export function outcomeCorrelationId(record: Pick<StoredRecord, 'headers'>): string | undefined {
+  return record.headers[header.correlationId];
+}
+
+/** Parses a journal record; undefined when it is not one. */
+export function parseOutcomeRecord(record: StoredRecord): OutcomeEntry | undefined {
+  const h = record.headers;
+  const outcome = h[header.outcome];
+  if (outcome === undefined || !outcomes.includes(outcome)) return undefined;
+  const partition = Number(h[header.partition]);
+  const offset = Number(h[header.offset]);
+  if (!Number.isInteger(partition) || !Number.isInteger(offset)) return undefined;
+  const error = h[header.error];
+  return {
+    outcome: outcome as JournaledOutcome,
+    group: h[header.group] ?? '',
+    topic: h[header.topic] ?? '',
+    partition,
+    offset,
+    key: record.key,
+    eventId: h[header.eventId] ?? '',
+    correlationId: h[header.correlationId] ?? '',
+    attempts: Number(h[header.attempts] ?? 0),
+    ...(error === undefined ? {} : { error }),
+    at: record.timestamp,
+  };
+}
+
+/** Writes journal entries in the background; the bus flushes it before closing its transport. */
+export interface OutcomeJournal {
+  /** Writes the entry; a failure is logged as a warning, never thrown. */
+  record(entry: OutcomeEntry): void;
+  /** Resolves once every entry written so far is durable or has failed. Never rejects. */
+  flush(): Promise<void>;
+}
+
+/** Creates the journal of one bus. */
+export function createOutcomeJournal(transport: Transport, logger: Logger): OutcomeJournal {
+  const pending = new Set<Promise<void>>();
+  return {
+    record(entry) {
+      const done = transport
+        .publish(outcomesTopic, [outcomeRecord(entry)])
+        .then(
+          () => undefined,
+          (error: unknown) =>
+            logger.warn(
+              { group: entry.group, eventId: entry.eventId, err: error },
+              `could not journal the outcome "${entry.outcome}": ${describeError(error)}; 'tidings trace' will miss it`,
+            ),
+        )
+        .finally(() => pending.delete(done));
+      pending.add(done);
+    },
+    async flush() {
+      while (pending.size > 0) await Promise.allSettled([...pending]);
+    },
+  };
+}
