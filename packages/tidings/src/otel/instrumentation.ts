@@ -3,6 +3,7 @@
  */
 import {
   context as otelContext,
+  isSpanContextValid,
   metrics as otelMetrics,
   ROOT_CONTEXT,
   SpanKind,
@@ -139,7 +140,10 @@ function publishScope(
       parent,
     );
   }
-  const spanContext = span?.spanContext();
+  // Without a registered SDK the tracer is a no-op whose spans have an invalid (all-zero) context: such a context is
+  // never written into the envelope, so what the publisher carried (if anything) travels unchanged.
+  const found = span?.spanContext();
+  const spanContext = found !== undefined && isSpanContextValid(found) ? found : undefined;
   const traceState = spanContext?.traceState?.serialize();
   return {
     traceparent: spanContext === undefined ? undefined : formatTraceparent(spanContext),

@@ -290,6 +290,26 @@ describe('tidings/otel tracing in one process', () => {
     expect(got[1]).toMatchObject({ traceparent, tracestate: 'k=v' });
   });
 
+  it('writes no traceparent when no OpenTelemetry SDK is registered (the no-op tracer), and keeps a carried one', async () => {
+    // The global tracer provider is the API's no-op here: its spans have an all-zero, invalid context.
+    bus = createBus({
+      service: 'shop',
+      transport: createMemoryTransport(),
+      logger: silentLogger,
+      instrumentation: createOtelInstrumentation({ metrics: false }),
+    });
+    const got: Envelope[] = [];
+    const consumer = bus.handle('plain', [OrderPlaced], (_m, ctx) => void got.push(ctx.envelope));
+    const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const receipts = [
+      await bus.publish(OrderPlaced, { orderId: 'a' }),
+      await bus.publish(OrderPlaced, { orderId: 'b' }, { traceparent }),
+    ];
+    await consumer.waitFor(receipts);
+    expect(got[0]!.traceparent).toBeUndefined();
+    expect(got[1]!.traceparent).toBe(traceparent);
+  });
+
   it('continues a trace carried in publish options when no span is active', async () => {
     const { provider, exporter } = createTracing();
     bus = createBus({
