@@ -461,18 +461,23 @@ export function createBus(options: BusOptions = {}): Bus {
     send: (command, data, publishOptions) => publishOne(command, data, 'command', publishOptions),
     async publishMany(items, manyOptions = {}) {
       ensureOpen();
-      const settled = await Promise.allSettled(
-        items.map((item) => prepare(item.event, item.data, 'event', item.options)),
-      );
-      const refused = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-      if (refused) {
-        for (const s of settled)
-          if (s.status === 'fulfilled') endScope(s.value.scope, { ok: false, error: refused.reason });
-        throw refused.reason;
+      const preparing = items.map((item) => prepare(item.event, item.data, 'event', item.options));
+      let prepared: Array<Awaited<ReturnType<typeof prepare>>>;
+      if (instrumentation?.publish === undefined) {
+        prepared = await Promise.all(preparing);
+      } else {
+        // Every publish scope that opened must end, also when another item was refused.
+        const settled = await Promise.allSettled(preparing);
+        const refused = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+        if (refused) {
+          for (const s of settled)
+            if (s.status === 'fulfilled') endScope(s.value.scope, { ok: false, error: refused.reason });
+          throw refused.reason;
+        }
+        prepared = settled.map(
+          (s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof prepare>>>).value,
+        );
       }
-      const prepared = settled.map(
-        (s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof prepare>>>).value,
-      );
       const byTopic = new Map<string, number[]>();
       prepared.forEach((p, index) => {
         const list = byTopic.get(p.topic) ?? [];

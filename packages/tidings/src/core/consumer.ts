@@ -20,7 +20,7 @@ import {
   type DeliveryScope,
   type Instrumentation,
 } from './instrumentation.js';
-import { childLogger, type Logger } from './logger.js';
+import { LazyChildLogger, type Logger } from './logger.js';
 import { idempotent, retry, timeout, type RetryOptions } from './middleware.js';
 import type { ParkedEvent, ParkedKeyRef, ParkingStore } from './parking.js';
 import { validateWithSchema } from './schema.js';
@@ -695,7 +695,10 @@ export class Consumer {
       try {
         payload = await definition.upcast(envelope.data, version);
       } catch (error) {
-        return { ok: false, skip: false, reason: ErrorCode.SCHEMA_INVALID, error: describeError(error) };
+        const reason = isTidingsError(error, ErrorCode.UNKNOWN_VERSION)
+          ? ErrorCode.UNKNOWN_VERSION
+          : ErrorCode.SCHEMA_INVALID;
+        return { ok: false, skip: false, reason, error: describeError(error) };
       }
     }
     try {
@@ -718,12 +721,13 @@ export class Consumer {
     scope?: DeliveryScope,
   ): Promise<{ ok: true; attempts: number } | { ok: false; error: unknown; attempts: number }> {
     const sink: AttemptSink = { attempts: 0, scope };
-    const logger = childLogger(this.#deps.logger, {
+    // The handler's logger binds its fields on first use: most handlers never log.
+    const logger = new LazyChildLogger(this.#deps.logger, () => ({
       group: this.group,
       eventId: envelope.id,
       eventType: envelope.type,
       ...traceFields(envelope, scope),
-    });
+    }));
     const ctx: HandlerContext & { [attemptSink]: typeof sink } = {
       envelope,
       group: this.group,
@@ -826,7 +830,7 @@ export class Consumer {
         );
       }
       if (skipFirst) {
-        const first = (await parking.get(ref))?.events[0];
+        const first = this.#deps.journal === undefined ? undefined : (await parking.get(ref))?.events[0];
         await parking.shift(ref);
         if (first !== undefined && this.#deps.journal !== undefined) {
           const decoded = await this.#decode({

@@ -53,6 +53,41 @@ export const silentLogger: Logger = {
   child: () => silentLogger,
 };
 
+/**
+ * A logger that binds the fields `bindings()` returns to `parent` on its first entry (through `child` when `parent`
+ * has one), so code that may log but usually does not (a handler) costs one small object instead of a child logger.
+ */
+export class LazyChildLogger implements Logger {
+  readonly #parent: Logger;
+  readonly #bindings: () => Record<string, unknown>;
+  #bound: Logger | undefined;
+
+  constructor(parent: Logger, bindings: () => Record<string, unknown>) {
+    this.#parent = parent;
+    this.#bindings = bindings;
+  }
+
+  #logger(): Logger {
+    return (this.#bound ??= childLogger(this.#parent, this.#bindings()));
+  }
+
+  debug(fields: Record<string, unknown>, message: string): void {
+    this.#logger().debug(fields, message);
+  }
+  info(fields: Record<string, unknown>, message: string): void {
+    this.#logger().info(fields, message);
+  }
+  warn(fields: Record<string, unknown>, message: string): void {
+    this.#logger().warn(fields, message);
+  }
+  error(fields: Record<string, unknown>, message: string): void {
+    this.#logger().error(fields, message);
+  }
+  child(bindings: Record<string, unknown>): Logger {
+    return childLogger(this.#logger(), bindings);
+  }
+}
+
 /** Binds fields to a logger, through its `child` when it has one. */
 export function childLogger(logger: Logger, bindings: Record<string, unknown>): Logger {
   if (logger.child) return logger.child(bindings);

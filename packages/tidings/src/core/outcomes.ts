@@ -103,34 +103,68 @@ export function parseOutcomeRecord(record: StoredRecord): OutcomeEntry | undefin
   };
 }
 
+/** Journal entries waiting to be written, at most; past it new entries are dropped (with one warning). */
+export const outcomeQueueMax = 10_000;
+/** Journal entries written in one transport call, at most. */
+const outcomeBatchMax = 500;
+
 /** Writes journal entries in the background; the bus flushes it before closing its transport. */
 export interface OutcomeJournal {
-  /** Writes the entry; a failure is logged as a warning, never thrown. */
+  /**
+   * Queues the entry for writing; a failed write is logged as a warning, never thrown. While
+   * {@link outcomeQueueMax} entries wait, further ones are dropped ('tidings trace' then misses them) and one warning
+   * says so.
+   */
   record(entry: OutcomeEntry): void;
-  /** Resolves once every entry written so far is durable or has failed. Never rejects. */
+  /** Resolves once every entry queued so far is durable or has failed. Never rejects. */
   flush(): Promise<void>;
 }
 
-/** Creates the journal of one bus. */
+/** Creates the journal of one bus: one write in flight at a time, in batches of at most 500 entries. */
 export function createOutcomeJournal(transport: Transport, logger: Logger): OutcomeJournal {
-  const pending = new Set<Promise<void>>();
+  let queue: OutcomeEntry[] = [];
+  let writing: Promise<void> | undefined;
+  let dropped = 0;
+
+  const writeBatch = async (batch: OutcomeEntry[]): Promise<void> => {
+    try {
+      await transport.publish(outcomesTopic, batch.map(outcomeRecord));
+    } catch (error) {
+      logger.warn(
+        { entries: batch.length, err: error },
+        `could not journal ${batch.length} outcome(s): ${describeError(error)}; 'tidings trace' will miss them`,
+      );
+    }
+  };
+
+  const drain = async (): Promise<void> => {
+    while (queue.length > 0) {
+      const batch = queue.slice(0, outcomeBatchMax);
+      queue = queue.slice(batch.length);
+      await writeBatch(batch);
+    }
+    if (dropped > 0) {
+      logger.warn(
+        { dropped },
+        `the outcome journal was full (${outcomeQueueMax} entries waiting); ${dropped} outcome(s) were not ` +
+          `journaled and 'tidings trace' will miss them`,
+      );
+      dropped = 0;
+    }
+    writing = undefined;
+  };
+
   return {
     record(entry) {
-      const done = transport
-        .publish(outcomesTopic, [outcomeRecord(entry)])
-        .then(
-          () => undefined,
-          (error: unknown) =>
-            logger.warn(
-              { group: entry.group, eventId: entry.eventId, err: error },
-              `could not journal the outcome "${entry.outcome}": ${describeError(error)}; 'tidings trace' will miss it`,
-            ),
-        )
-        .finally(() => pending.delete(done));
-      pending.add(done);
+      if (queue.length >= outcomeQueueMax) {
+        dropped++;
+        return;
+      }
+      queue.push(entry);
+      writing ??= drain();
     },
     async flush() {
-      while (pending.size > 0) await Promise.allSettled([...pending]);
+      while (writing !== undefined) await writing;
     },
   };
 }
