@@ -11,6 +11,7 @@ import { createBus, type Bus, type BusOptions } from '../core/bus.js';
 import type { Consumer, ConsumerOptions } from '../core/consumer.js';
 import { defineEvent, type EventDefinition } from '../core/define.js';
 import type { HandlerContext } from '../core/handler.js';
+import { describeError, isTidingsError } from '../core/errors.js';
 import { silentLogger } from '../core/logger.js';
 import type { StandardSchemaV1 } from '../core/schema.js';
 import type {
@@ -424,19 +425,40 @@ export class CaseContext {
   }
 
   /**
-   * Waits until `condition` holds, within the case's deadline, checking every few ms. On timeout it fails with
-   * `what()` and names any consumer of the case that stopped.
+   * Waits until `condition` holds, within the case's deadline, checking every few ms. A retryable `TidingsError`
+   * thrown by `condition` (a transport call that timed out under load) counts as "not yet"; any other error fails at
+   * once, naming it. On timeout it fails with `what()`, the last retryable error, and any consumer of the case that
+   * stopped.
    */
   async until(condition: () => boolean | Promise<boolean>, what: () => string): Promise<void> {
     const timeoutMs = this.remainingMs();
+    let transient: unknown;
+    let fatal: unknown;
+    const check = async (): Promise<boolean> => {
+      try {
+        return await condition();
+      } catch (error) {
+        if (isTidingsError(error) && error.retryable) {
+          transient = error;
+          return false;
+        }
+        fatal = error;
+        throw error;
+      }
+    };
     try {
-      await waitUntil(condition, { timeoutMs, intervalMs: 5 });
+      await waitUntil(check, { timeoutMs, intervalMs: 5 });
     } catch {
+      if (fatal !== undefined) {
+        throw new Error(`failed while waiting until ${what()}: ${describeError(fatal)}`, { cause: fatal });
+      }
       const stopped = this.#consumers
         .filter((c) => c.stopped)
         .map((c) => `; consumer of group "${c.name}" stopped: ${c.stopped?.message}`)
         .join('');
-      throw new Error(`timed out after ${timeoutMs} ms waiting until ${what()}${stopped}`);
+      const lastError =
+        transient === undefined ? '' : `; the last check failed with ${describeError(transient)}`;
+      throw new Error(`timed out after ${timeoutMs} ms waiting until ${what()}${lastError}${stopped}`);
     }
   }
 
