@@ -5,7 +5,7 @@
  * `registry.db`, or in PostgreSQL with `--registry-database-url`.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { JsonSchema } from 'tidings';
+import { ErrorCode, isTidingsError, type JsonSchema } from 'tidings';
 import {
   createPostgresSchemaStore,
   createSchemaRegistry,
@@ -223,8 +223,11 @@ export async function registerRegistryRoutes(
           throw notFound(ConfluentError.SCHEMA_NOT_FOUND, `Schema ${request.params.id} not found`);
         try {
           return { schemaType: 'JSON', schema: JSON.stringify(await registry.getSchema(id)) };
-        } catch {
-          throw notFound(ConfluentError.SCHEMA_NOT_FOUND, `Schema ${id} not found`);
+        } catch (error) {
+          // Only an unknown id is a 404; a store that failed is reported as what it is.
+          if (isTidingsError(error, ErrorCode.NOT_FOUND))
+            throw notFound(ConfluentError.SCHEMA_NOT_FOUND, `Schema ${id} not found`);
+          throw error;
         }
       });
 

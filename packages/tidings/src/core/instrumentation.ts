@@ -98,7 +98,10 @@ export interface DeliveryScope {
  * OpenTelemetry; pass it as `createBus({ instrumentation })`.
  */
 export interface Instrumentation {
-  /** Called for each message after it was validated, before its envelope is built and encoded. */
+  /**
+   * Called for each message after it was validated and its envelope built, before the envelope is encoded: a
+   * `traceparent` in the returned scope replaces the envelope's.
+   */
   publish?(info: PublishInfo): PublishScope | undefined;
   /** Called for each delivery a consumer takes up (including undecodable ones), before it is handled. */
   deliver?(info: DeliveryInfo): DeliveryScope | undefined;

@@ -132,6 +132,7 @@ export async function createPostgresSchemaStore(options: PostgresSchemaStoreOpti
         throw unavailable(error);
       }
       let admitted = false;
+      let released = false;
       try {
         await client.query('BEGIN');
         await client.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [
@@ -166,11 +167,17 @@ export async function createPostgresSchemaStore(options: PostgresSchemaStoreOpti
         await client.query('COMMIT');
         return { version: { subject, version, id, schema, registeredAt: now }, created: true };
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
+        // A client whose ROLLBACK failed is broken: release it with the error so the pool drops it.
+        const rollbackFailure = await client.query('ROLLBACK').then(
+          () => undefined,
+          (rollbackError: unknown) => rollbackError,
+        );
+        client.release(rollbackFailure instanceof Error ? rollbackFailure : undefined);
+        released = true;
         if (admitted) throw error; // the admission check refused: its own error
         throw error instanceof TidingsError ? error : unavailable(error);
       } finally {
-        client.release();
+        if (!released) client.release();
       }
     },
     async subjects() {

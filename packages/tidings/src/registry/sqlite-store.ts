@@ -88,7 +88,7 @@ export function createSqliteSchemaStore(options: SqliteSchemaStoreOptions): Sche
       { cause: error },
     );
   }
-  let db: BetterSqlite3.Database;
+  let db: BetterSqlite3.Database | undefined;
   try {
     fs.mkdirSync(options.dataDir, { recursive: true });
     db = new Database(file, { timeout: options.busyTimeoutMs ?? 5_000 });
@@ -96,6 +96,7 @@ export function createSqliteSchemaStore(options: SqliteSchemaStoreOptions): Sche
     db.pragma('synchronous = FULL');
     db.exec(schemaSql);
   } catch (error) {
+    if (db?.open === true) db.close();
     throw new TidingsError(
       ErrorCode.TRANSPORT_UNAVAILABLE,
       `the schema registry ${file} cannot be opened (${(error as Error).message}); give this process write ` +
