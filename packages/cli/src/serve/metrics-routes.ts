@@ -51,8 +51,32 @@ function createGauges(registry: Registry) {
 
 type Gauges = ReturnType<typeof createGauges>;
 
+/** Dead-letter counts by dead-letter topic, with the topic's high offsets they were counted at. */
+type DeadLetterCounts = Map<string, { highOffsets: string; count: number }>;
+
+/**
+ * Unresolved dead letters of `group` for `topic`. Counting reads the dead-letter topic, so a count is reused while
+ * the topic has not grown (no new dead letter and no new resolution since the last scrape).
+ */
+async function countDeadLetters(
+  transport: Transport,
+  topic: string,
+  group: string,
+  counts: DeadLetterCounts,
+): Promise<number> {
+  const dlq = `${topic}.${group}.dlq`;
+  const highOffsets = (await transport.admin.describeTopic(dlq)).partitionOffsets
+    .map((p) => p.highOffset)
+    .join(',');
+  const known = counts.get(dlq);
+  if (known !== undefined && known.highOffsets === highOffsets) return known.count;
+  const count = (await listDeadLetters(transport, topic, group, deadLettersCountedMax)).length;
+  counts.set(dlq, { highOffsets, count });
+  return count;
+}
+
 /** Reads the data directory and sets every gauge afresh. */
-async function refresh(transport: Transport, gauges: Gauges): Promise<void> {
+async function refresh(transport: Transport, gauges: Gauges, counts: DeadLetterCounts): Promise<void> {
   for (const g of Object.values(gauges)) g.reset();
   const topics = await transport.admin.listTopics();
   for (const topic of topics) {
@@ -83,8 +107,7 @@ async function refresh(transport: Transport, gauges: Gauges): Promise<void> {
     }
     for (const topic of groupTopics) {
       if (!topics.includes(`${topic}.${group}.dlq`)) continue;
-      const letters = await listDeadLetters(transport, topic, group, deadLettersCountedMax);
-      gauges.deadLetters.set({ group, topic }, letters.length);
+      gauges.deadLetters.set({ group, topic }, await countDeadLetters(transport, topic, group, counts));
     }
     const parked = (await transport.stores?.parking?.list(group)) ?? [];
     gauges.parkedKeys.set({ group }, parked.length);
@@ -103,10 +126,11 @@ export async function registerMetricsRoutes(
   const transport = await context.deps.open({ ...context.common.open, create: false });
   const registry = new Registry();
   const gauges = createGauges(registry);
+  const deadLetterCounts: DeadLetterCounts = new Map();
   let scrape = Promise.resolve(); // one scrape at a time: the gauges are shared
   app.get('/metrics', async (_request, reply) => {
     const run = scrape.then(async () => {
-      await refresh(transport, gauges);
+      await refresh(transport, gauges, deadLetterCounts);
       return registry.metrics();
     });
     scrape = run.then(
