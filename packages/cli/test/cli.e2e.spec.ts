@@ -273,16 +273,22 @@ describe('tail', () => {
     jsonLines<Line>(await tidings(['tail', 'orders', '--json', ...args])).map((e) => e.envelope.data.i);
 
   it('prints the newest events as a table, and as JSON lines with position and envelope', async () => {
-    const table = lines(ok(await tidings(['tail', 'orders', '-n', '3'])).stdout);
+    const newest = await tidings(['tail', 'orders', '-n', '3']);
+    expect(newest.code).toBe(0);
+    // Events left out by the limit are said on stderr, never silently.
+    expect(newest.stderr).toBe(
+      'Showing the newest 3 events; older ones exist: use --from earliest and a larger -n.\n',
+    );
+    const table = lines(newest.stdout);
     expect(table[0]).toMatch(/^TIME +POSITION +KEY +TYPE +ID +DATA$/);
     expect(table.slice(1).map((row) => row.split(/\s{2,}/).at(-1))).toEqual([
       '{"i":2}',
       '{"i":3}',
       '{"i":4}',
     ]);
-    const [first] = jsonLines<Line>(
-      await tidings(['tail', 'orders', '--json', '--from', 'earliest', '-n', '1']),
-    );
+    const firstOnly = await tidings(['tail', 'orders', '--json', '--from', 'earliest', '-n', '1']);
+    expect(firstOnly.stderr).toBe('Stopped at 1 event (-n); more may follow: use a larger -n.\n');
+    const [first] = lines(firstOnly.stdout).map((line) => JSON.parse(line) as Line);
     expect(first).toMatchObject({
       topic: 'orders',
       offset: 0,
@@ -304,7 +310,11 @@ describe('tail', () => {
     );
     expect(await seen(['--from', third.timestamp])).toEqual([2, 3, 4]);
     expect(await seen(['--type', 'OrderShipped'])).toEqual([1, 3]);
-    expect(await seen(['--key', 'o-0', '-n', '2'])).toEqual([2, 4]);
+    const newestOfKey = await tidings(['tail', 'orders', '--json', '--key', 'o-0', '-n', '2']);
+    expect(lines(newestOfKey.stdout).map((line) => (JSON.parse(line) as Line).envelope.data.i)).toEqual([
+      2, 4,
+    ]);
+    expect(newestOfKey.stderr).toMatch(/^Showing the newest 2 events; older ones exist/);
   });
 
   it('fails in one line for an unknown topic, a bad offset and a bad time', async () => {

@@ -238,7 +238,14 @@ describe('tail', () => {
       /^\d{4}-\d\d-\d\dT\S+Z +\d:\d {2}o-\d {2}OrderPlaced +[0-9a-f-]{36} {2}\{"i":4\}$/,
     );
     expect(rows[1]).toMatch(/OrderShipped {2}[0-9a-f-]{36} {2}\{"i":5\}$/);
+    expect(result.stderr).toBe(
+      'Showing the newest 2 events; older ones exist: use --from earliest and a larger -n.\n',
+    );
+    const all = await tidings(['tail', 'orders']);
+    expect(all.stderr).toBe('');
     expect((await events([])).map((e) => e.envelope.data.i)).toEqual([0, 1, 2, 3, 4, 5]);
+    const fromStart = await tidings(['tail', 'orders', '--from', 'earliest', '-n', '3']);
+    expect(fromStart.stderr).toBe('Stopped at 3 events (-n); more may follow: use a larger -n.\n');
   });
 
   it('starts at earliest, latest, an offset, partition offsets or a time', async () => {

@@ -11,7 +11,7 @@ import {
 } from 'tidings';
 import { commonOptions, withCommonOptions, withTransport, writeJsonLine, type CliDeps } from '../context.js';
 import { usageError } from '../errors.js';
-import { createProgress, formatTime, table, truncate, type Column } from '../format.js';
+import { createProgress, formatTime, plural, table, truncate, type Column } from '../format.js';
 import { requireTopic } from '../lookup.js';
 import { parseInteger, parseReadPosition, type ReadPosition } from '../parse.js';
 
@@ -343,6 +343,8 @@ Examples:
         const progress = createProgress(deps.stderr, { label: `reading ${topic}`, unit: 'events' });
         const events: TailEvent[] = [];
         let scanned = 0;
+        /** Set when events were left out because of the limit: older ones (newest) or later ones. */
+        let cut = false;
         try {
           for await (const record of merge(transport, topic, readers, false, deps.signal)) {
             progress.update(++scanned, total);
@@ -351,13 +353,30 @@ Examples:
             events.push(event);
             // For the newest events keep a window of the last `limit` (trimmed in bulk, not one shift per event).
             if (newest) {
-              if (events.length >= 2 * limit) events.splice(0, events.length - limit);
-            } else if (events.length >= limit) break;
+              if (events.length >= 2 * limit) {
+                events.splice(0, events.length - limit);
+                cut = true;
+              }
+            } else if (events.length >= limit) {
+              cut = scanned < total;
+              break;
+            }
           }
         } finally {
           progress.stop();
         }
-        if (events.length > limit) events.splice(0, events.length - limit);
+        if (events.length > limit) {
+          events.splice(0, events.length - limit);
+          cut = true;
+        }
+        // Said on stderr, so that --json output stays one event per line.
+        if (cut) {
+          deps.stderr.write(
+            newest
+              ? `Showing the newest ${plural(limit, 'event')}; older ones exist: use --from earliest and a larger -n.\n`
+              : `Stopped at ${plural(limit, 'event')} (-n); more may follow: use a larger -n.\n`,
+          );
+        }
         if (common.json) {
           for (const event of events) writeJsonLine(deps.stdout, eventJson(event));
           return;
