@@ -124,4 +124,28 @@ describe('tidings relay', () => {
     expect(o1).toEqual(['OrderPlaced', 'OrderPlaced']);
     await transport.shutdown();
   });
+
+  it('stops with exit code 1 and one line when the outbox table is dropped under it', async () => {
+    await enqueue(['o-1']);
+    const transport = createTestTransport();
+    let stdout = '';
+    const running = run(transport, ['relay', '--database-url', `sqlite:${file}`, '--lease-ms', '100'], {
+      onStdout: (text) => (stdout += text),
+    });
+    await waitUntil(() => stdout.includes('relay started'));
+    const db = new Database(file);
+    try {
+      db.pragma('busy_timeout = 5000');
+      db.exec('DROP TABLE tidings_outbox');
+    } finally {
+      db.close();
+    }
+    const result = await running;
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(
+      /^error: the outbox relay stopped: no such table: tidings_outbox; create the outbox table tidings_outbox .*\n$/,
+    );
+    expect(result.stdout).toMatch(/relay stopped: published 1 events/);
+    await transport.shutdown();
+  });
 });

@@ -7,7 +7,7 @@ import { createBus, type Transport } from 'tidings';
 import { createOutbox, openDatabaseUrl } from 'tidings/outbox';
 import type { CliDeps } from '../context.js';
 import { commonOptions, defaultDataDir } from '../context.js';
-import { usageError } from '../errors.js';
+import { CliError, usageError } from '../errors.js';
 import { parseInteger } from '../parse.js';
 
 /** The database URL of a command: the option, else `$DATABASE_URL`; a usage error when neither is set. */
@@ -81,6 +81,9 @@ export function registerRelay(program: Command, deps: CliDeps): void {
 Creates the outbox table if it does not exist. Several relays may run on one outbox: each key is published by
 one relay at a time, in the order its transactions committed. A relay killed between publishing and marking
 leaves its events to be published again with the same ids; the consumers' inbox drops the copies.
+An event the transport refuses stays in the outbox and holds back only the later events of its lane; other
+events go on (see tidings outbox status). Transient failures are logged and retried with backoff; an error
+retrying cannot fix (the outbox table dropped, credentials or grants refused) stops the relay with exit code 1.
 
 Examples:
   tidings relay --database-url postgres://app@localhost/shop --data-dir ./.tidings
@@ -114,7 +117,8 @@ Examples:
           deps.stdout.write(
             `relay stopped: published ${stats.published} events in ${stats.batches} batches\n`,
           );
-        if (stopped) throw stopped;
+        // An error retrying cannot fix (the table gone, credentials or grants refused) ends the relay: exit 1.
+        if (stopped) throw new CliError(stopped.message, { cause: stopped });
       } finally {
         await transport?.close().catch(() => undefined);
         await opened.close();

@@ -14,6 +14,8 @@ export interface EnvelopeContext {
   source: string;
   /** Now, in ms since the epoch: the event's time unless the options give one. */
   now: number;
+  /** What the caller does with the event, for error messages ("was not published"). Default `published`. */
+  action?: 'published' | 'enqueued';
 }
 
 /** A built envelope with the key and time it was given. */
@@ -41,7 +43,7 @@ export function buildEnvelope(
   if (typeof key !== 'string' || key.length === 0) {
     throw new TidingsError(
       ErrorCode.VALIDATION_FAILED,
-      `${definition.type} was not published: its key is empty; check the definition's "key"`,
+      `${definition.type} was not ${context.action ?? 'published'}: its key is empty; check the definition's "key"`,
       { eventType: definition.type, retryable: false },
     );
   }

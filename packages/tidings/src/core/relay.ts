@@ -23,9 +23,12 @@ export interface RelayStats {
   published: number;
   /** Batches published. */
   batches: number;
-  /** Failed attempts (database or transport); each is logged and retried with backoff. */
+  /**
+   * Failed attempts (a database step, or a lane's publish); each is logged and retried with backoff, except an
+   * unrecoverable one, which stops the relay (see {@link Relay.closed}).
+   */
   errors: number;
-  /** The last failure's description, until a batch succeeds again. */
+  /** The last failure's description, until a step succeeds with no lane held back by a failed publish. */
   lastError?: string;
 }
 
@@ -34,7 +37,12 @@ export interface RelayStats {
  * `bus.startRelay(outbox)`.
  */
 export interface Relay extends AsyncDisposable {
-  /** Resolves once the relay has stopped: `undefined` after `close()`, or the error that stopped it. */
+  /**
+   * Resolves once the relay has stopped: with `undefined` after `close()` (or its signal), or with the error that
+   * stopped it on its own. Only an error retrying cannot fix stops a relay — the outbox table missing, the database
+   * refusing its credentials or grants (`NOT_FOUND` or `INVALID_CONFIG`, the driver's error as `cause`); anything
+   * else is logged and retried with backoff. Never rejects.
+   */
   readonly closed: Promise<Error | undefined>;
   stats(): RelayStats;
   /** Looks for new rows now instead of at the next poll (PostgreSQL relays also wake on NOTIFY). */

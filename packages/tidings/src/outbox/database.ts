@@ -72,17 +72,36 @@ function noPool(dialect: Dialect, purpose: string): TidingsError {
   );
 }
 
-async function inTransaction<T>(session: DatabaseSession, begin: string, fn: () => Promise<T>): Promise<T> {
-  await session.run(begin, []);
-  let result: T;
+/**
+ * `OutboxDatabase.transaction` over sessions of a pool (PostgreSQL, MariaDB/MySQL): opens a session, runs `begin`,
+ * `fn` with the driver's object, then COMMIT, or ROLLBACK when `fn` throws; a session that failed anywhere is
+ * destroyed rather than reused.
+ */
+async function sessionTransaction<T>(
+  open: (purpose: string) => Promise<DatabaseSession>,
+  purpose: string,
+  begin: string,
+  fn: (tx: unknown) => Promise<T>,
+): Promise<T> {
+  const session = await open(purpose);
+  let broken = false;
   try {
-    result = await fn();
+    await session.run(begin, []);
+    let result: T;
+    try {
+      result = await fn(session.handle);
+    } catch (error) {
+      await session.run('ROLLBACK', []).catch(() => undefined);
+      throw error;
+    }
+    await session.run('COMMIT', []);
+    return result;
   } catch (error) {
-    await session.run('ROLLBACK', []).catch(() => undefined);
+    broken = true;
     throw error;
+  } finally {
+    await session.release(broken);
   }
-  await session.run('COMMIT', []);
-  return result;
 }
 
 /**
@@ -99,7 +118,7 @@ export function postgres(pool?: PgPoolLike): OutboxDatabase {
     const onError = () => undefined;
     client.on?.('error', onError);
     return {
-      run: runnerFor(client, 'postgres', purpose),
+      run: runnerFor(client, 'postgres', purpose, 'none'),
       handle: client,
       async listen(channel, onNotify) {
         const listener = (message: { channel: string }) => {
@@ -127,18 +146,7 @@ export function postgres(pool?: PgPoolLike): OutboxDatabase {
     dialect: 'postgres',
     hasSessions: pool !== undefined,
     session,
-    async transaction(purpose, fn) {
-      const s = await session(purpose);
-      let broken = false;
-      try {
-        return await inTransaction(s, 'BEGIN', () => fn(s.handle));
-      } catch (error) {
-        broken = true;
-        throw error;
-      } finally {
-        await s.release(broken);
-      }
-    },
+    transaction: (purpose, fn) => sessionTransaction(session, purpose, 'BEGIN', fn),
   };
   return database;
 }
@@ -152,7 +160,7 @@ export function mysql(pool?: MysqlPoolLike): OutboxDatabase {
     if (!pool) throw noPool('mysql', purpose);
     const connection = await pool.getConnection();
     return {
-      run: runnerFor(connection, 'mysql', purpose),
+      run: runnerFor(connection, 'mysql', purpose, 'none'),
       handle: connection,
       release(broken) {
         if (broken) connection.destroy();
@@ -165,18 +173,7 @@ export function mysql(pool?: MysqlPoolLike): OutboxDatabase {
     dialect: 'mysql',
     hasSessions: pool !== undefined,
     session,
-    async transaction(purpose, fn) {
-      const s = await session(purpose);
-      let broken = false;
-      try {
-        return await inTransaction(s, 'START TRANSACTION', () => fn(s.handle));
-      } catch (error) {
-        broken = true;
-        throw error;
-      } finally {
-        await s.release(broken);
-      }
-    },
+    transaction: (purpose, fn) => sessionTransaction(session, purpose, 'START TRANSACTION', fn),
   };
 }
 

@@ -8,7 +8,13 @@ import { ErrorCode, TidingsError } from '../core/errors.js';
 import type { InboxStore } from '../core/inbox.js';
 import type { OutboxDatabase } from './database.js';
 import { parseTableName } from './names.js';
-import { runSqliteSync, runnerFor, type SqliteDatabaseLike } from './sql.js';
+import {
+  purgeInChunks,
+  requireSqliteTransaction,
+  runSqliteSync,
+  runnerFor,
+  type SqliteDatabaseLike,
+} from './sql.js';
 import { inboxStatements } from './statements.js';
 
 /** Options of {@link createInbox}. */
@@ -22,7 +28,10 @@ export interface TransactionalInboxOptions {
    * transport's redelivery window. Default 7 days.
    */
   ttlMs?: number;
-  /** How often expired records are deleted (in chunks of 10,000), when the database has a pool. Default 60,000 ms. */
+  /**
+   * How often expired records are deleted, when the database has a pool: each time, chunks of 10,000 while they come
+   * back full, for up to a second, then again a second later while any remain. Default 60,000 ms.
+   */
   purgeIntervalMs?: number;
   /** The group recorded when `handle` is given a bare envelope. Default `default`. */
   group?: string;
@@ -40,10 +49,15 @@ export interface TransactionalInbox {
    * event, then runs `fn(tx)` for your writes. Resolves `true` when `fn` ran, `false` when the event was recorded
    * already (a duplicate: `fn` is not called). Commit afterwards: the record and your writes commit together, or
    * roll back together if `fn` throws (it rethrows). A concurrent copy of the same event waits for this
-   * transaction's row lock, then sees the record.
+   * transaction's row lock, then sees the record. Rejects with `INVALID_CONFIG` when no transaction is open on a
+   * better-sqlite3 `Database` or a pg client (in autocommit the record would commit even when `fn` throws, and the
+   * redelivery would be dropped as a duplicate); MariaDB/MySQL connections cannot be checked.
    */
   handle<Tx>(tx: Tx, message: InboxMessage, fn: (tx: Tx) => unknown): Promise<boolean>;
-  /** `handle` for SQLite inside better-sqlite3's synchronous `db.transaction(() => ...)`. */
+  /**
+   * `handle` for SQLite inside better-sqlite3's synchronous `db.transaction(() => ...)` (or BEGIN ... COMMIT);
+   * throws `INVALID_CONFIG` when no transaction is open on `tx`.
+   */
   handleSync<Tx extends SqliteDatabaseLike>(tx: Tx, message: InboxMessage, fn: (tx: Tx) => unknown): boolean;
   /**
    * Opens a transaction on the inbox database's pool, runs `handle` in it with your `fn`, and commits (or rolls back
@@ -54,27 +68,33 @@ export interface TransactionalInbox {
   /**
    * An {@link InboxStore} over the same table, for `bus.handle(..., { inbox })`: it skips events the group
    * handled, but records them after the handler in a separate statement, so it is not transactional (prefer
-   * `handle`). Needs the pool.
+   * `handle`). Needs the pool. Starts the background purge, as `handle` does.
    */
   store(): InboxStore;
   /** Creates the inbox table if it does not exist (idempotent). Needs the pool. */
   setup(): Promise<void>;
   /** The statements that create the inbox table, for your migrations. */
   schemaSql(): string[];
-  /** Deletes records older than `ttlMs`, up to `limit` (default 100,000); resolves with how many. Needs the pool. */
+  /**
+   * Deletes records older than `ttlMs`, in chunks of 10,000, up to `limit` (default 100,000); resolves with how
+   * many. Needs the pool. For a clean-up of your own scheduling; the background purge needs no call.
+   */
   purgeExpired(limit?: number): Promise<number>;
   /** Stops the background purge. Idempotent. */
   close(): Promise<void>;
 }
 
 const purgeChunk = 10_000;
+/** The real time one background purge may spend; when rows remain, the next one runs this much later. */
+const purgeBudgetMs = 1_000;
 const maxGroupLength = 200;
 const maxIdLength = 255;
 
 /**
  * Creates a transactional inbox. Validates its options at once (`INVALID_CONFIG`). When the database has a pool,
- * expired records are purged in the background every `purgeIntervalMs` (the timer does not keep the process
- * alive); otherwise call `purgeExpired` yourself.
+ * expired records are purged in the background every `purgeIntervalMs` from the first `handle`, `handleSync`,
+ * `transaction` or `store()` on (the timer does not keep the process alive; `close()` stops it); otherwise call
+ * `purgeExpired` yourself.
  */
 export function createInbox(options: TransactionalInboxOptions): TransactionalInbox {
   const where = 'createInbox';
@@ -114,12 +134,34 @@ export function createInbox(options: TransactionalInboxOptions): TransactionalIn
   }
 
   let timer: NodeJS.Timeout | undefined;
+  let again: NodeJS.Timeout | undefined;
   let closed = false;
+  let purging = false;
+  /**
+   * One background purge: chunks while they come back full, for up to a second, yielding between chunks; skipped
+   * while one runs; when rows remain, it runs again a second later instead of at the next tick.
+   */
+  const backgroundPurge = async () => {
+    if (purging || closed) return;
+    purging = true;
+    try {
+      const before = clock.now() - ttlMs;
+      const { more } = await withSession('inbox purge', (run) =>
+        purgeInChunks((chunk) => run(statements.purge(chunk), [before]), purgeChunk, purgeBudgetMs),
+      );
+      if (more && !closed) {
+        again = setTimeout(() => void backgroundPurge(), purgeBudgetMs);
+        again.unref();
+      }
+    } catch {
+      // retried at the next tick
+    } finally {
+      purging = false;
+    }
+  };
   const schedulePurge = () => {
     if (timer !== undefined || closed || !database.hasSessions) return;
-    timer = setInterval(() => {
-      inbox.purgeExpired().catch(() => undefined);
-    }, purgeIntervalMs);
+    timer = setInterval(() => void backgroundPurge(), purgeIntervalMs);
     timer.unref();
   };
 
@@ -153,6 +195,12 @@ export function createInbox(options: TransactionalInboxOptions): TransactionalIn
           `inbox.handleSync works on SQLite only; this inbox uses ${dialect}, use await inbox.handle(tx, ...)`,
         );
       const [group, id] = identify(message, 'handleSync');
+      if (typeof (tx as { prepare?: unknown } | null)?.prepare !== 'function')
+        throw new TidingsError(
+          ErrorCode.INVALID_CONFIG,
+          'inbox.handleSync: pass the better-sqlite3 Database',
+        );
+      requireSqliteTransaction(tx, 'inbox.handleSync');
       schedulePurge();
       if (runSqliteSync(tx, statements.insert, [group, id, clock.now()]).affected === 0) return false;
       const result = fn(tx);
@@ -168,6 +216,7 @@ export function createInbox(options: TransactionalInboxOptions): TransactionalIn
       return database.transaction('inbox.transaction', (tx) => inbox.handle(tx, message, fn));
     },
     store() {
+      schedulePurge();
       return {
         has: (group, eventId) =>
           withSession(
@@ -200,6 +249,7 @@ export function createInbox(options: TransactionalInboxOptions): TransactionalIn
           const { affected } = await run(statements.purge(chunk), [before]);
           removed += affected;
           if (affected < chunk) break;
+          await new Promise((resolve) => setImmediate(resolve)); // let other work use the database in between
         }
         return removed;
       });
@@ -207,7 +257,9 @@ export function createInbox(options: TransactionalInboxOptions): TransactionalIn
     close() {
       closed = true;
       if (timer !== undefined) clearInterval(timer);
+      if (again !== undefined) clearTimeout(again);
       timer = undefined;
+      again = undefined;
       return Promise.resolve();
     },
   };

@@ -15,7 +15,7 @@ import { formatIssues, validateWithSchema } from '../core/schema.js';
 import type { OutboxDatabase } from './database.js';
 import { hash32, hashInt32, keyLockSlots, laneOf, parseTableName, type TableName } from './names.js';
 import { startOutboxRelay, type RelayOptions } from './relay.js';
-import { runSqliteSync, runnerFor, type SqliteDatabaseLike } from './sql.js';
+import { requireSqliteTransaction, runSqliteSync, runnerFor, type SqliteDatabaseLike } from './sql.js';
 import { outboxStatements, type OutboxRowInput, type OutboxStatements } from './statements.js';
 
 /** Options of {@link createOutbox}. */
@@ -32,8 +32,9 @@ export interface OutboxOptions {
   maxEventBytes?: number;
   /**
    * The clean-up policy. `false` (default): a relay deletes rows as soon as they are published. A number of ms:
-   * published rows are kept (marked with `published_at`) for that long, for audit, then deleted by the relay in
-   * chunks of 10,000 at most once a minute.
+   * published rows are kept (marked with `published_at`) for that long, for audit, then deleted by every running
+   * relay once a minute (by `clock`), busy or idle: chunks of 10,000 while they come back full, for up to a second,
+   * and again a second later while rows remain, so the clean-up keeps up with any publish rate.
    */
   keepPublishedMs?: number | false;
   /** Time, for tests. Default: the system clock. */
@@ -77,8 +78,9 @@ export interface Outbox extends RelaySource<RelayOptions> {
    * transaction commits; if it rolls back, the event never existed.
    *
    * Rejects before writing with `VALIDATION_FAILED` (bad data, empty or over-long key), `EVENT_TOO_LARGE` or
-   * `INVALID_CONFIG` (not a definition, not a transaction handle); a failed insert rejects with the driver's error.
-   * Either way, roll your transaction back.
+   * `INVALID_CONFIG` (not a definition, not a transaction handle, or no transaction open on a better-sqlite3
+   * `Database` or a pg client — MariaDB/MySQL connections cannot be checked: begin the transaction first); a failed
+   * insert rejects with the driver's error. Either way, roll your transaction back.
    */
   enqueue<D extends MessageDefinition>(
     tx: unknown,
@@ -88,15 +90,18 @@ export interface Outbox extends RelaySource<RelayOptions> {
   ): Promise<Enqueued>;
   /**
    * Enqueues several events in order, validating every one before inserting any (on PostgreSQL in one statement
-   * per 1,000 events). Rejects as `enqueue` does.
+   * per 1,000 events, on MariaDB/MySQL in multi-row inserts). The keys' locks are all taken first, in ascending
+   * order, so concurrent `enqueueMany` calls over the same keys in different orders do not deadlock. Rejects as
+   * `enqueue` does.
    */
   enqueueMany(
     tx: unknown,
     items: ReadonlyArray<{ event: MessageDefinition; data: unknown; options?: EnqueueOptions }>,
   ): Promise<Enqueued[]>;
   /**
-   * `enqueue` for SQLite inside better-sqlite3's synchronous `db.transaction(() => ...)`. Needs a schema that
-   * validates synchronously (zod, valibot and most do); throws `INVALID_CONFIG` otherwise and for other dialects.
+   * `enqueue` for SQLite inside better-sqlite3's synchronous `db.transaction(() => ...)` (or BEGIN ... COMMIT).
+   * Needs a schema that validates synchronously (zod, valibot and most do); throws `INVALID_CONFIG` otherwise, for
+   * other dialects, and when no transaction is open on `db`.
    */
   enqueueSync<D extends MessageDefinition>(
     db: SqliteDatabaseLike,
@@ -157,7 +162,11 @@ export function createOutbox(options: OutboxOptions): Outbox {
 
   /** Builds the row of a validated value; throws before anything is written. */
   function rowOf(definition: MessageDefinition, id: string, value: unknown, opts: EnqueueOptions) {
-    const { envelope, key } = buildEnvelope(definition, id, value, opts, { source, now: clock.now() });
+    const { envelope, key } = buildEnvelope(definition, id, value, opts, {
+      source,
+      now: clock.now(),
+      action: 'enqueued',
+    });
     const details = { eventType: definition.type, topic: definition.topic, eventId: id, retryable: false };
     if (key.length > maxKeyLength)
       throw new TidingsError(
@@ -256,6 +265,7 @@ export function createOutbox(options: OutboxOptions): Outbox {
           },
         );
       const { row, result } = rowOf(event, id, outcome.value, opts);
+      requireSqliteTransaction(db, 'outbox.enqueueSync');
       for (const [sql, params] of statements.enqueue(row)) runSqliteSync(db, sql, params);
       return result;
     },

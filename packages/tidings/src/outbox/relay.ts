@@ -1,25 +1,31 @@
 /**
  * The outbox relay: moves stored events from the outbox table to the transport, lane by lane, oldest first.
  *
- * One step: find lanes with unpublished rows among the oldest `batchSize`; take the locks of those lanes that no
- * other relay holds; read up to `batchSize` unpublished rows of the held lanes in sequence order; publish them
- * (per topic, in order); delete them (or mark them published); repeat while batches come back full (reading the
- * next batch during the publish, for at most 16 batches with connection-bound locks); give the lanes back. A key
- * lives in one lane, so while a relay holds the lane no other relay publishes that key, and the next holder starts
- * where the table says. A relay that dies after publishing and before deleting leaves its rows, which the next
- * holder publishes again with the same event ids: at-least-once, and the consumers' inbox drops the copies.
+ * One step: find lanes with unpublished rows among the oldest `batchSize` (skipping lanes this relay backs off);
+ * take the locks of those lanes that no other relay holds; read up to `batchSize` unpublished rows of the held lanes
+ * in sequence order; publish them (per topic, in order); delete them (or mark them published); repeat while batches
+ * come back full (reading the next batch during the publish, for at most 16 batches with connection-bound locks);
+ * give the lanes back. A key lives in one lane, so while a relay holds the lane no other relay publishes that key,
+ * and the next holder starts where the table says. A relay that dies after publishing and before deleting leaves its
+ * rows, which the next holder publishes again with the same event ids: at-least-once, and the consumers' inbox drops
+ * the copies.
+ *
+ * A row the transport refuses holds back its own lane only: the rows of its lane before it are marked, it and the
+ * rows after it stay (with `attempts` and `last_error`), the lane is given back and skipped by this relay for a
+ * backoff (100 ms doubling to 5 s), and every other lane goes on.
  */
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import { encodeEnvelope } from '../core/codec.js';
 import type { Envelope } from '../core/envelope.js';
-import { ErrorCode, TidingsError, describeError } from '../core/errors.js';
+import { ErrorCode, TidingsError, describeError, isTidingsError } from '../core/errors.js';
 import { childLogger, type Logger } from '../core/logger.js';
 import type { Relay, RelayStats, RelayTarget } from '../core/relay.js';
 import type { OutgoingRecord } from '../core/transport.js';
 import type { DatabaseSession, OutboxDatabase } from './database.js';
 import { laneLocks, type LaneLocks } from './lane-locks.js';
 import { outboxLanes, type TableName } from './names.js';
+import { purgeInChunks } from './sql.js';
 import type { OutboxStatements } from './statements.js';
 
 /** Options of `bus.startRelay(outbox, options)`. */
@@ -50,15 +56,24 @@ export interface RelayContext {
 
 interface Row {
   seq: number;
+  lane: number;
   topic: string;
   key: string;
   envelope: string;
 }
 
-/** How often, at most, published rows kept by `keepPublishedMs` are purged. */
+/** How often published rows kept by `keepPublishedMs` are purged (by the relay's clock). */
 const purgeEveryMs = 60_000;
+/** Rows deleted per purge statement. */
 const purgeChunk = 10_000;
+/**
+ * The real time one purge may spend deleting chunks; a purge that runs out of it (rows remain) runs again this long
+ * later instead of a minute later, so the relay deletes at most half the time and the purge keeps up with any rate.
+ */
+const purgeBudgetMs = 1_000;
 const maxBackoffMs = 5_000;
+/** The first backoff of a lane whose row the transport refused; it doubles up to `maxBackoffMs`. */
+const laneBackoffMs = 100;
 /**
  * Full batches in a row a relay publishes from the lanes it holds before giving them back, so that other relays and
  * lanes get their turn; in between it skips finding and locking lanes.
@@ -108,7 +123,10 @@ class OutboxRelay implements Relay {
   #stopping = false;
   #woken = false;
   #wakeSleeper: (() => void) | undefined;
-  #lastPurge = 0;
+  /** When (relay clock) the next purge of kept rows is due. */
+  #nextPurge = 0;
+  /** Lanes whose row the transport refused: skipped until `until` (performance.now()), with the current delay. */
+  readonly #laneBackoff = new Map<number, { until: number; delayMs: number }>();
   #closing: Promise<void> | undefined;
 
   constructor(
@@ -161,12 +179,13 @@ class OutboxRelay implements Relay {
   async #run(): Promise<Error | undefined> {
     let idle = this.#minPoll;
     let backoff = this.#minPoll;
+    let stoppedBy: Error | undefined;
     while (!this.#stopping) {
       try {
         const session = await this.#openSession();
-        const published = await this.#step(session);
+        const { published, failedLanes } = await this.#step(session);
         backoff = this.#minPoll;
-        if (this.#stats.lastError !== undefined) delete this.#stats.lastError;
+        if (failedLanes === 0 && this.#laneBackoff.size === 0) delete this.#stats.lastError;
         if (published > 0) {
           idle = this.#minPoll;
           continue;
@@ -176,6 +195,13 @@ class OutboxRelay implements Relay {
       } catch (error) {
         this.#stats.errors++;
         this.#stats.lastError = describeError(error);
+        const fatal = unrecoverable(error, this.#context.table.text);
+        if (fatal) {
+          this.#logger.error({ err: error }, fatal.message);
+          await this.#dropSession(true);
+          stoppedBy = fatal;
+          break;
+        }
         this.#logger.error({ err: error }, 'outbox relay step failed; retrying with backoff');
         await this.#dropSession(true);
         await this.#sleep(backoff);
@@ -194,7 +220,7 @@ class OutboxRelay implements Relay {
         await this.#dropSession(true);
       }
     }
-    return undefined;
+    return stoppedBy;
   }
 
   async #openSession(): Promise<DatabaseSession> {
@@ -232,66 +258,105 @@ class OutboxRelay implements Relay {
 
   /**
    * Publishes from the held lanes (finding and locking lanes first if none are held); resolves with how many events
-   * were published. While batches come back full, the next batch is read while the current one is published, and a
-   * batch is marked while the next one is published: the database and the transport work at the same time. Batches
-   * are published strictly one after the other, and marked in the same order (a mark waits for the previous one).
+   * were published and marked, and how many lanes failed. While batches come back full, the next batch is read while
+   * the current one is published, and a batch is marked while the next one is published: the database and the
+   * transport work at the same time. Batches are published strictly one after the other, and marked in the same
+   * order (a mark waits for the previous one).
+   *
+   * A lane with a refused row is dropped from the step at once: its later rows are neither published nor marked
+   * (those read ahead are filtered out), its lock is given back at the end of the step, and it is backed off.
    */
-  async #step(session: DatabaseSession): Promise<number> {
+  async #step(session: DatabaseSession): Promise<{ published: number; failedLanes: number }> {
     const { statements } = this.#context;
     const run = session.run;
     await this.#purge(run);
     if (this.#held.length === 0) {
-      const { rows: laneRows } = await run(statements.pendingLanes, [this.#batchSize]);
-      const candidates = laneRows.map((row) => Number(row['lane'])).filter((lane) => lane < outboxLanes);
-      if (candidates.length === 0) return 0;
+      const now = performance.now();
+      const excluded = [...this.#laneBackoff].filter(([, b]) => b.until > now).map(([lane]) => lane);
+      const { rows: laneRows } = await run(statements.pendingLanes(excluded.length), [
+        ...excluded,
+        this.#batchSize,
+      ]);
+      const candidates = laneRows
+        .map((row) => Number(row['lane']))
+        .filter((lane) => lane < outboxLanes && !excluded.includes(lane));
+      if (candidates.length === 0) return { published: 0, failedLanes: 0 };
       this.#held = await this.#locks.acquire(run, candidates);
       this.#heldBatches = 0;
-      if (this.#held.length === 0) return 0;
+      if (this.#held.length === 0) return { published: 0, failedLanes: 0 };
     }
     const held = this.#held;
+    /** The lanes still published in this step: held minus those that failed. */
+    let lanes = [...held];
+    const dropped = new Set<number>();
     let keep = false;
     let marking: Promise<unknown> | undefined;
     let total = 0;
     try {
-      let batch = await this.#fetch(run, held, 0);
+      let fetched = await this.#fetch(run, lanes, 0);
       let full = false;
-      while (batch.length > 0) {
-        full = batch.length === this.#batchSize;
+      while (fetched.length > 0 && lanes.length > 0) {
+        full = fetched.length === this.#batchSize;
         const readAhead =
           full &&
           this.#locks.keepAcrossBatches &&
           this.#heldBatches + 1 < maxBatchesPerHold &&
           !this.#stopping;
-        const next = readAhead ? this.#fetch(run, held, batch[batch.length - 1]!.seq) : undefined;
+        const next = readAhead ? this.#fetch(run, lanes, fetched[fetched.length - 1]!.seq) : undefined;
         next?.catch(() => undefined); // awaited below, or abandoned on failure
-        const seqs = batch.map((row) => row.seq);
-        try {
-          await this.#publish(batch);
-        } catch (error) {
-          await next?.catch(() => undefined);
-          const params = [describeError(error).slice(0, 2000), ...statements.seqParams(seqs)];
-          await run(statements.markFailed(seqs.length), params).catch(() => undefined);
-          throw error;
+        const batch = fetched.filter((row) => !dropped.has(row.lane));
+        if (batch.length > 0) {
+          const { done, failures } = await this.#publish(batch);
+          for (const [lane, failure] of failures) {
+            dropped.add(lane);
+            this.#failLane(lane, failure.row, failure.error);
+            await run(statements.markFailed(1), [
+              describeError(failure.error).slice(0, 2000),
+              ...statements.seqParams([failure.row.seq]),
+            ]);
+          }
+          if (failures.size > 0) lanes = lanes.filter((lane) => !dropped.has(lane));
+          for (const row of done) if (!failures.has(row.lane)) this.#laneBackoff.delete(row.lane);
+          if (marking) await marking; // marks stay in batch order: a failed one stops the step before the next
+          if (done.length > 0) {
+            marking = this.#mark(
+              run,
+              done.map((row) => row.seq),
+            );
+            marking.catch(() => undefined); // awaited before the next mark or at the end
+          }
+          this.#stats.batches++;
+          total += done.length;
         }
-        if (marking) await marking; // marks stay in batch order: a failed one stops the step before the next
-        marking = this.#mark(run, seqs);
-        marking.catch(() => undefined); // awaited before the next mark or at the end
-        this.#stats.published += batch.length;
-        this.#stats.batches++;
         this.#heldBatches++;
-        total += batch.length;
-        batch = next ? await next : [];
+        fetched = next ? await next : [];
       }
       if (marking) await marking;
-      keep = this.#locks.keepAcrossBatches && full && this.#heldBatches < maxBatchesPerHold;
-      return total;
+      keep =
+        this.#locks.keepAcrossBatches && full && lanes.length > 0 && this.#heldBatches < maxBatchesPerHold;
+      return { published: total, failedLanes: dropped.size };
     } finally {
-      if (!keep) {
-        this.#held = [];
+      const release = keep ? [...dropped] : held;
+      this.#held = keep ? lanes : [];
+      if (release.length > 0) {
         await marking?.catch(() => undefined); // no lock is given back while its rows are being marked
-        await this.#locks.release(run, held);
+        await this.#locks.release(run, release);
       }
     }
+  }
+
+  /** Records a refused row: counts and logs it, and backs its lane off (doubling from 100 ms up to 5 s). */
+  #failLane(lane: number, row: Row, error: unknown): void {
+    const previous = this.#laneBackoff.get(lane);
+    const delayMs = previous ? Math.min(previous.delayMs * 2, maxBackoffMs) : laneBackoffMs;
+    this.#laneBackoff.set(lane, { until: performance.now() + delayMs, delayMs });
+    this.#stats.errors++;
+    this.#stats.lastError = describeError(error);
+    this.#logger.error(
+      { err: error, lane, seq: row.seq, topic: row.topic, key: row.key },
+      `the outbox relay could not publish event seq ${row.seq} to "${row.topic}" (key "${row.key}"); it stays ` +
+        `in the outbox with later events of its lane ${lane}, retried in ${delayMs} ms; other lanes go on`,
+    );
   }
 
   /** Unpublished rows of `lanes` after `afterSeq`, oldest first, at most a batch. */
@@ -303,6 +368,7 @@ class OutboxRelay implements Relay {
     ]);
     return rows.map((row) => ({
       seq: Number(row['seq']),
+      lane: Number(row['lane']),
       topic: String(row['topic']),
       key: String(row['event_key']),
       envelope: String(row['envelope']),
@@ -317,45 +383,185 @@ class OutboxRelay implements Relay {
     else await run(statements.markPublished(seqs.length), [clock.now(), ...params]);
   }
 
-  /** Publishes rows through the transport: per topic one call, in row order; topics in parallel. */
-  async #publish(batch: readonly Row[]): Promise<void> {
-    const byTopic = new Map<string, OutgoingRecord[]>();
+  /**
+   * Publishes a batch through the transport: per topic one call, in row order, topics in parallel. When a topic's
+   * call fails, its rows are published again lane by lane, and a lane whose call fails row by row up to the first
+   * row that fails, so a refused row is found without failing its neighbours. A lane that failed before and has not
+   * published since is _probed_: its rows go one by one, in order, stopping at the first failure, so a row that keeps
+   * failing never gets later rows of its lane published (only in the step that first meets it can a later row of
+   * its lane on another topic, sent in parallel, get out; it is not marked, and is published again after the failed
+   * one). Resolves with the rows to mark (per lane, the published rows before the lane's first failure) and, per
+   * failed lane, its first failing row. Rows of a lane after a row that could not even be encoded are not published.
+   */
+  async #publish(batch: readonly Row[]): Promise<{ done: Row[]; failures: Map<number, Failure> }> {
+    const failures = new Map<number, Failure>();
+    const byTopic = new Map<string, Entry[]>();
+    const probes = new Map<number, Entry[]>();
     for (const row of batch) {
-      const envelope = JSON.parse(row.envelope) as Envelope;
-      const encoded = encodeEnvelope(envelope, this.#target.wireMode);
-      const time = envelope.time === undefined ? Number.NaN : Date.parse(envelope.time);
-      const record: OutgoingRecord = {
-        key: row.key,
-        headers: encoded.headers,
-        value: encoded.value,
-        ...(Number.isFinite(time) ? { timestamp: time } : {}),
-      };
-      const list = byTopic.get(row.topic);
-      if (list) list.push(record);
-      else byTopic.set(row.topic, [record]);
+      if (failures.has(row.lane)) continue;
+      let record: OutgoingRecord;
+      try {
+        record = this.#record(row);
+      } catch (error) {
+        failures.set(row.lane, { row, error });
+        continue;
+      }
+      if (this.#laneBackoff.has(row.lane)) append(probes, row.lane, { row, record });
+      else append(byTopic, row.topic, { row, record });
     }
-    await Promise.all(
-      [...byTopic].map(async ([topic, records]) => {
-        try {
-          await this.#target.transport.publish(topic, records);
-        } catch (error) {
-          throw new TidingsError(
-            ErrorCode.PUBLISH_FAILED,
-            `the outbox relay could not publish ${records.length} event(s) to "${topic}": ${describeError(error)}; ` +
-              'they stay in the outbox and are published again',
-            { topic, cause: error },
-          );
+    const published = new Set<Row>();
+    const fail = (row: Row, error: unknown) => {
+      const known = failures.get(row.lane);
+      if (!known || row.seq < known.row.seq) failures.set(row.lane, { row, error });
+    };
+    await Promise.allSettled([
+      ...[...probes.values()].map(async (entries) => {
+        for (const entry of entries) {
+          const error = await this.#send(entry.row.topic, [entry]);
+          if (error !== undefined) return fail(entry.row, error);
+          published.add(entry.row);
         }
       }),
-    );
+      ...[...byTopic].map(async ([topic, entries]) => {
+        const all = entries.filter((entry) => !failures.has(entry.row.lane));
+        if (all.length === 0) return;
+        const first = await this.#send(topic, all);
+        if (first === undefined) {
+          for (const entry of all) published.add(entry.row);
+          return;
+        }
+        const lanes = new Map<number, Entry[]>();
+        for (const entry of all) append(lanes, entry.row.lane, entry);
+        await Promise.allSettled(
+          [...lanes.values()].map(async (laneEntries) => {
+            const laneError = lanes.size > 1 ? await this.#send(topic, laneEntries) : first;
+            if (laneError === undefined) {
+              for (const entry of laneEntries) published.add(entry.row);
+              return;
+            }
+            if (laneEntries.length === 1) return fail(laneEntries[0]!.row, laneError);
+            for (const entry of laneEntries) {
+              const error = await this.#send(topic, [entry]);
+              if (error !== undefined) return fail(entry.row, error);
+              published.add(entry.row);
+            }
+          }),
+        );
+      }),
+    ]);
+    const done = batch.filter((row) => {
+      const failure = failures.get(row.lane);
+      return published.has(row) && (failure === undefined || row.seq < failure.row.seq);
+    });
+    this.#stats.published += published.size;
+    return { done, failures };
   }
 
-  /** Deletes published rows older than `keepPublishedMs`, at most once per minute. */
+  /** The transport record of a stored row. */
+  #record(row: Row): OutgoingRecord {
+    const envelope = JSON.parse(row.envelope) as Envelope;
+    const encoded = encodeEnvelope(envelope, this.#target.wireMode);
+    const time = envelope.time === undefined ? Number.NaN : Date.parse(envelope.time);
+    return {
+      key: row.key,
+      headers: encoded.headers,
+      value: encoded.value,
+      ...(Number.isFinite(time) ? { timestamp: time } : {}),
+    };
+  }
+
+  /** One transport call; resolves with its error (as `PUBLISH_FAILED`) or `undefined` on success. */
+  async #send(topic: string, entries: readonly Entry[]): Promise<TidingsError | undefined> {
+    try {
+      await this.#target.transport.publish(
+        topic,
+        entries.map((entry) => entry.record),
+      );
+      return undefined;
+    } catch (error) {
+      return new TidingsError(
+        ErrorCode.PUBLISH_FAILED,
+        `the outbox relay could not publish ${entries.length} event(s) to "${topic}": ${describeError(error)}; ` +
+          'they stay in the outbox and are published again',
+        { topic, cause: error },
+      );
+    }
+  }
+
+  /**
+   * Deletes published rows older than `keepPublishedMs` when a purge is due (once a minute by the relay's clock):
+   * chunks of 10,000 while they come back full, for up to a second of real time, yielding between chunks; a purge
+   * that ran out of time is due again a second later.
+   */
   async #purge(run: DatabaseSession['run']): Promise<void> {
     const keep = this.#context.keepPublishedMs;
     const now = this.#context.clock.now();
-    if (keep === false || now - this.#lastPurge < purgeEveryMs) return;
-    this.#lastPurge = now;
-    await run(this.#context.statements.purgePublished(purgeChunk), [now - keep]);
+    if (keep === false || now < this.#nextPurge) return;
+    const { more } = await purgeInChunks(
+      (chunk) => run(this.#context.statements.purgePublished(chunk), [now - keep]),
+      purgeChunk,
+      purgeBudgetMs,
+    );
+    this.#nextPurge = now + (more ? purgeBudgetMs : purgeEveryMs);
   }
 }
+
+interface Entry {
+  row: Row;
+  record: OutgoingRecord;
+}
+
+function append<K>(map: Map<K, Entry[]>, key: K, entry: Entry): void {
+  const list = map.get(key);
+  if (list) list.push(entry);
+  else map.set(key, [entry]);
+}
+
+interface Failure {
+  row: Row;
+  error: unknown;
+}
+
+/** Driver error codes that retrying cannot fix: a missing table, schema or database, bad credentials, no grant. */
+const missingObjectCodes = new Set(['42P01', '3F000', '3D000', 'ER_NO_SUCH_TABLE', 'ER_BAD_DB_ERROR']);
+const refusedCodes = new Set([
+  '28P01',
+  '28000',
+  '42501',
+  'ER_ACCESS_DENIED_ERROR',
+  'ER_DBACCESS_DENIED_ERROR',
+  'ER_TABLEACCESS_DENIED_ERROR',
+  'SQLITE_NOTADB',
+  'SQLITE_CANTOPEN',
+]);
+
+/**
+ * The error that stops a relay, when `error` is one retrying cannot fix (see the code sets above, SQLite's
+ * "no such table", and `INVALID_CONFIG`); `undefined` for anything else, which the relay retries with backoff.
+ */
+function unrecoverable(error: unknown, table: string): TidingsError | undefined {
+  if (isTidingsError(error, ErrorCode.INVALID_CONFIG))
+    return new TidingsError(ErrorCode.INVALID_CONFIG, `the outbox relay stopped: ${error.message}`, {
+      cause: error,
+    });
+  const rawCode = (error as { code?: unknown } | null)?.code;
+  const code = typeof rawCode === 'string' ? rawCode : '';
+  const message = error instanceof Error ? error.message : String(error);
+  if (missingObjectCodes.has(code) || (code.startsWith('SQLITE') && /no such table/i.test(message)))
+    return new TidingsError(
+      ErrorCode.NOT_FOUND,
+      `the outbox relay stopped: ${oneLine(message)}; create the outbox table ${table} (and its companions) with ` +
+        'outbox.setup() or the statements of outbox.schemaSql(), and check the database URL',
+      { cause: error, retryable: false },
+    );
+  if (refusedCodes.has(code))
+    return new TidingsError(
+      ErrorCode.INVALID_CONFIG,
+      `the outbox relay stopped: the database refused it: ${oneLine(message)}; check the user, password and ` +
+        `database of the URL and the grants on ${table}`,
+      { cause: error, retryable: false },
+    );
+  return undefined;
+}
+
+const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();

@@ -79,6 +79,48 @@ export function runSqliteSync(db: SqliteDatabaseLike, sql: string, params: reado
   return { rows: [], affected: affectedOf(statement.run(...values).changes) };
 }
 
+/**
+ * Runs `remove(chunk)` (a DELETE of at most `chunk` rows) while it removes a full chunk, for at most `budgetMs` of
+ * real time, yielding to the event loop between chunks. Resolves with how many rows it removed and whether more may
+ * remain (the budget ran out on a full chunk).
+ */
+export async function purgeInChunks(
+  remove: (chunk: number) => Promise<{ affected: number }>,
+  chunk: number,
+  budgetMs: number,
+): Promise<{ removed: number; more: boolean }> {
+  const started = performance.now();
+  let removed = 0;
+  for (;;) {
+    const { affected } = await remove(chunk);
+    removed += affected;
+    if (affected < chunk) return { removed, more: false };
+    if (performance.now() - started >= budgetMs) return { removed, more: true };
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+function notInTransaction(where: string, dialect: 'postgres' | 'sqlite'): TidingsError {
+  const how =
+    dialect === 'sqlite'
+      ? 'call it between BEGIN and COMMIT on that Database, or inside db.transaction(() => ...) with ' +
+        'outbox.enqueueSync / inbox.handleSync'
+      : "call it on a client from pool.connect() after await client.query('BEGIN'), then COMMIT";
+  return new TidingsError(
+    ErrorCode.INVALID_CONFIG,
+    `${where}: no transaction is open on the ${dialect === 'sqlite' ? 'better-sqlite3 Database' : 'pg client'}, ` +
+      `so the write would commit on its own, apart from your changes; ${how}`,
+  );
+}
+
+/**
+ * Throws `INVALID_CONFIG` unless a transaction is open on the better-sqlite3 `db`: in autocommit an outbox row would
+ * commit without the business write, and an inbox record without the handler's effects.
+ */
+export function requireSqliteTransaction(db: SqliteDatabaseLike, where: string): void {
+  if (db.inTransaction !== true) throw notInTransaction(where, 'sqlite');
+}
+
 function wrong(dialect: Dialect, where: string, got: unknown): TidingsError {
   const expected = {
     postgres:
@@ -97,9 +139,20 @@ function wrong(dialect: Dialect, where: string, got: unknown): TidingsError {
  * A runner for the caller's transaction handle `tx` in `dialect`. Recognises, in this order: an adapted handle
  * ({@link fromDrizzle}, {@link fromKysely}), a Kysely transaction (`executeQuery`), then the dialect's driver object.
  *
+ * With `transaction: 'required'` (the default, for `enqueue` and `inbox.handle`), each statement first checks, where
+ * the driver tells without a round trip, that a transaction is open on `tx`, and rejects with `INVALID_CONFIG`
+ * otherwise: a better-sqlite3 `Database` must be `inTransaction`, a pg client (pg 8 with `getTransactionStatus()`)
+ * must not be idle. MariaDB/MySQL connections, Kysely and Drizzle transactions expose no such state and are not
+ * checked. `'none'` is for sessions of the outbox's own (relay, setup, purge).
+ *
  * @throws {TidingsError} `INVALID_CONFIG` when `tx` is none of these.
  */
-export function runnerFor(tx: unknown, dialect: Dialect, where: string): SqlRunner {
+export function runnerFor(
+  tx: unknown,
+  dialect: Dialect,
+  where: string,
+  transaction: 'required' | 'none' = 'required',
+): SqlRunner {
   const adapted = (tx as Partial<AdaptedTransaction> | null | undefined)?.[runnerBrand];
   if (typeof adapted === 'function') {
     const txDialect = (tx as AdaptedTransaction).dialect;
@@ -115,12 +168,19 @@ export function runnerFor(tx: unknown, dialect: Dialect, where: string): SqlRunn
   if (dialect === 'sqlite') {
     if (!fn(tx, 'prepare')) throw wrong(dialect, where, tx);
     const db = tx as SqliteDatabaseLike;
-    return (sql, params) => settle(() => runSqliteSync(db, sql, params));
+    return (sql, params) =>
+      settle(() => {
+        if (transaction === 'required') requireSqliteTransaction(db, where);
+        return runSqliteSync(db, sql, params);
+      });
   }
   const query = fn(tx, 'query');
   if (!query) throw wrong(dialect, where, tx);
   if (dialect === 'postgres') {
+    const status = transaction === 'required' ? fn(tx, 'getTransactionStatus') : undefined;
     return async (sql, params) => {
+      // pg 8.x reports the status of the last ReadyForQuery, without a round trip: 'I' is idle (no BEGIN).
+      if (status?.() === 'I') throw notInTransaction(where, 'postgres');
       const result = (await query(toPostgresPlaceholders(sql), [...params])) as {
         rows?: Record<string, unknown>[];
         rowCount?: number | null;

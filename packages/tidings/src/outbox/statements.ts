@@ -27,15 +27,20 @@ export interface OutboxStatements {
   /** Statements an enqueue runs, in order, each with its parameters (from the row). */
   enqueue(row: OutboxRowInput): Array<[string, unknown[]]>;
   /**
-   * Statements enqueueing several rows at once (PostgreSQL: one statement per {@link enqueueChunk} rows, taking the
-   * keys' locks in ascending order); elsewhere the single-row statements in turn.
+   * Statements enqueueing several rows at once, in item order, after taking every distinct key lock of the call in
+   * ascending order (PostgreSQL: with the first of one statement per {@link enqueueChunk} rows; MariaDB/MySQL: one
+   * lock-slot statement, then multi-row inserts, per {@link enqueueChunk}); SQLite: the single-row statements in
+   * turn (one writer, no key locks).
    */
   enqueueMany(rows: readonly OutboxRowInput[]): Array<[string, unknown[]]>;
   /** The PostgreSQL NOTIFY channel relays listen on. */
   channel: string;
-  /** Lanes with unpublished rows among the oldest `limit` rows. Parameters: limit. */
-  pendingLanes: string;
-  /** Unpublished rows of the given lanes after a seq, oldest first. Parameters: lanes, seq, limit. */
+  /**
+   * Lanes with unpublished rows among the oldest `limit` rows outside `excluded` lanes (those a relay backs off).
+   * Parameters: the excluded lanes, then limit.
+   */
+  pendingLanes(excluded: number): string;
+  /** Unpublished rows (seq, lane, topic, key, envelope) of the given lanes after a seq, oldest first. Parameters: lanes, seq, limit. */
   fetch(lanes: number): string;
   /** The parameters naming rows by seq (one array on PostgreSQL, one per row elsewhere). */
   seqParams(seqs: readonly number[]): unknown[];
@@ -125,8 +130,41 @@ export function outboxStatements(dialect: Dialect, table: TableName): OutboxStat
     ddl,
     channel,
     enqueueMany(rows) {
-      if (dialect !== 'postgres') return rows.flatMap((row) => statements.enqueue(row));
+      // Every distinct key lock of the call is taken first, in ascending order, so two transactions enqueueing the
+      // same keys in different orders queue behind each other instead of deadlocking; rows go in in item order.
+      const locks = [...new Set(rows.map((r) => r.keyLock))].sort((a, b) => a - b);
+      if (dialect === 'sqlite') return rows.flatMap((row) => statements.enqueue(row));
       const batches: Array<[string, unknown[]]> = [];
+      if (dialect === 'mysql') {
+        const slots = quoteTable(dialect, table, '_locks');
+        for (let i = 0; i < locks.length; i += enqueueChunk) {
+          const chunk = locks.slice(i, i + enqueueChunk);
+          batches.push([
+            `INSERT INTO ${slots} (slot, n) VALUES ${chunk.map(() => '(?, 1)').join(', ')} ON DUPLICATE KEY UPDATE n = n + 1`,
+            chunk,
+          ]);
+        }
+        // Multi-row inserts of at most enqueueChunk rows and about 4 MB of text, well under max_allowed_packet.
+        let chunk: OutboxRowInput[] = [];
+        let bytes = 0;
+        const flush = () => {
+          if (chunk.length === 0) return;
+          batches.push([
+            `INSERT INTO ${t} ${insertColumns} VALUES ${chunk.map(() => `(${placeholders(6)})`).join(', ')}`,
+            chunk.flatMap((r) => [r.eventId, r.topic, r.key, r.lane, r.envelope, r.createdAt]),
+          ]);
+          chunk = [];
+          bytes = 0;
+        };
+        for (const row of rows) {
+          const size = row.envelope.length + row.key.length + row.eventId.length + row.topic.length;
+          if (chunk.length === enqueueChunk || (chunk.length > 0 && bytes + size > mysqlInsertBytes)) flush();
+          chunk.push(row);
+          bytes += size;
+        }
+        flush();
+        return batches;
+      }
       for (let i = 0; i < rows.length; i += enqueueChunk) {
         const chunk = rows.slice(i, i + enqueueChunk);
         batches.push([
@@ -136,7 +174,7 @@ export function outboxStatements(dialect: Dialect, table: TableName): OutboxStat
             `SELECT pg_notify(?::text, '') FROM (SELECT 1 FROM i LIMIT 1) AS one`,
           [
             lockNamespace,
-            chunk.map((r) => r.keyLock),
+            i === 0 ? locks : [], // all of the call's locks with the first chunk (they last until commit)
             chunk.map((r) => r.eventId),
             chunk.map((r) => r.topic),
             chunk.map((r) => r.key),
@@ -174,9 +212,11 @@ export function outboxStatements(dialect: Dialect, table: TableName): OutboxStat
       }
       return [[`INSERT INTO ${t} ${insertColumns} VALUES (${placeholders(6)})`, values]];
     },
-    pendingLanes: `SELECT DISTINCT lane FROM (SELECT lane FROM ${t} WHERE published_at IS NULL ORDER BY seq LIMIT ?) AS oldest`,
+    pendingLanes: (excluded) =>
+      `SELECT DISTINCT lane FROM (SELECT lane FROM ${t} WHERE published_at IS NULL ` +
+      `${excluded > 0 ? `AND lane NOT IN (${placeholders(excluded)}) ` : ''}ORDER BY seq LIMIT ?) AS oldest`,
     fetch: (lanes) =>
-      `SELECT seq, topic, event_key, envelope FROM ${t} WHERE published_at IS NULL AND lane IN (${placeholders(lanes)}) ` +
+      `SELECT seq, lane, topic, event_key, envelope FROM ${t} WHERE published_at IS NULL AND lane IN (${placeholders(lanes)}) ` +
       'AND seq > ? ORDER BY seq LIMIT ?',
     seqParams: (seqs) => (dialect === 'postgres' ? [seqs] : [...seqs]),
     remove: (n) => `DELETE FROM ${t} WHERE ${seqList(n)}`,
@@ -194,8 +234,10 @@ export function outboxStatements(dialect: Dialect, table: TableName): OutboxStat
   return statements;
 }
 
-/** The most rows one PostgreSQL `enqueueMany` statement inserts. */
+/** The most rows (or lock slots) one `enqueueMany` statement inserts. */
 export const enqueueChunk = 1_000;
+/** About the most characters of row text one MariaDB/MySQL `enqueueMany` insert carries. */
+const mysqlInsertBytes = 4 * 1024 * 1024;
 
 /** What the inbox needs to know about its table in one dialect. */
 export interface InboxStatements {

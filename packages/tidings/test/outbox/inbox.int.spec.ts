@@ -235,3 +235,49 @@ describe('Kysely transactions on PostgreSQL', () => {
     expect(await count(db, orders)).toBe(2);
   });
 });
+
+describe('the inbox needs an open transaction where the driver tells', () => {
+  it('refuses a better-sqlite3 Database in autocommit, so a redelivery after a failed fn is not dropped', async () => {
+    const db = await open('sqlite');
+    const inbox = createInbox({ database: db.database });
+    cleanups.push(() => inbox.close());
+    await inbox.setup();
+    const raw = (await db.tx((tx) => Promise.resolve(tx))) as SqliteDatabase;
+    let ran = 0;
+    const failure = await inbox
+      .handle(raw, envelope('e-1'), () => {
+        ran++;
+        throw new Error('handler failed');
+      })
+      .catch((e: unknown) => e);
+    expect(failure).toMatchObject({ code: 'INVALID_CONFIG' });
+    expect((failure as Error).message).toMatch(/no transaction is open/);
+    expect(() => inbox.handleSync(raw, envelope('e-1'), () => ran++)).toThrow(
+      expect.objectContaining({ code: 'INVALID_CONFIG' }),
+    );
+    expect(ran).toBe(0);
+    expect(await count(db, 'tidings_inbox')).toBe(0);
+    // Inside a transaction the same event is handled.
+    expect(raw.transaction(() => inbox.handleSync(raw, envelope('e-1'), () => ran++))()).toBe(true);
+    expect(ran).toBe(1);
+  });
+
+  it('refuses a pg client outside BEGIN', async () => {
+    const db = await open('postgres');
+    const inbox = createInbox({ database: db.database, table: db.table('inbox') });
+    cleanups.push(() => inbox.close());
+    await inbox.setup();
+    const failure = await db
+      .tx(async (tx, q) => {
+        await q('COMMIT');
+        try {
+          return await inbox.handle(tx, envelope('e-1'), () => undefined);
+        } finally {
+          await q('BEGIN');
+        }
+      })
+      .catch((e: unknown) => e);
+    expect(failure).toMatchObject({ code: 'INVALID_CONFIG' });
+    expect(await count(db, db.table('inbox'))).toBe(0);
+  });
+});

@@ -327,3 +327,71 @@ describe('outbox options', () => {
     await expect(relay.closed).resolves.toBeUndefined();
   });
 });
+
+describe('outbox: enqueue needs an open transaction where the driver tells', () => {
+  it('refuses a better-sqlite3 Database in autocommit, so no row commits without the business write', async () => {
+    const { db, outbox } = await setup('sqlite');
+    const raw = (await db.tx((tx) => Promise.resolve(tx))) as { inTransaction: boolean };
+    expect(raw.inTransaction).toBe(false);
+    const failure = await outbox.enqueue(raw, OrderPlaced, { orderId: 'o-1', n: 1 }).catch((e: unknown) => e);
+    expect(isTidingsError(failure, 'INVALID_CONFIG')).toBe(true);
+    expect((failure as Error).message).toMatch(/no transaction is open .*db\.transaction/);
+    const many = await outbox
+      .enqueueMany(raw, [{ event: OrderPlaced, data: { orderId: 'o-1', n: 1 } }])
+      .catch((e: unknown) => e);
+    expect(isTidingsError(many, 'INVALID_CONFIG')).toBe(true);
+    expect(() => outbox.enqueueSync(raw as never, OrderPlaced, { orderId: 'o-1', n: 1 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_CONFIG' }),
+    );
+    expect((await outbox.status()).backlog).toBe(0);
+  });
+
+  it('refuses a pg client outside BEGIN (pg reports its transaction status without a round trip)', async () => {
+    const { db, outbox } = await setup('postgres');
+    const failure = await db
+      .tx(async (tx, q) => {
+        await q('COMMIT'); // the client is back in autocommit
+        try {
+          return await outbox.enqueue(tx, OrderPlaced, { orderId: 'o-1', n: 1 });
+        } finally {
+          await q('BEGIN'); // for the fixture's own COMMIT or ROLLBACK
+        }
+      })
+      .catch((e: unknown) => e);
+    expect(isTidingsError(failure, 'INVALID_CONFIG')).toBe(true);
+    expect((failure as Error).message).toMatch(/pg client.*BEGIN/);
+    expect((await outbox.status()).backlog).toBe(0);
+  });
+
+  it('says the event "was not enqueued" when its key is empty', async () => {
+    const { db, outbox } = await setup('sqlite');
+    const failure = await db
+      .tx((tx) => outbox.enqueue(tx, OrderPlaced, { orderId: '', n: 1 }))
+      .catch((e: unknown) => e);
+    expect(isTidingsError(failure, 'VALIDATION_FAILED')).toBe(true);
+    expect((failure as Error).message).toMatch(/^OrderPlaced was not enqueued: its key is empty/);
+  });
+});
+
+describe.each(['postgres', 'mysql'] as const)('outbox on %s: enqueueMany and key locks', (dialect) => {
+  it('commits two transactions enqueueing the same keys in opposite orders, without a deadlock', async () => {
+    const { db, outbox } = await setup(dialect);
+    // Two groups of keys, each over more than one PostgreSQL statement (1,000 rows each).
+    const group = (prefix: string) =>
+      Array.from({ length: 1_000 }, (_, n) => ({
+        event: OrderPlaced,
+        data: { orderId: `${prefix}-${n % 10}`, n },
+      }));
+    const a = group('a');
+    const b = group('b');
+    const results = await Promise.allSettled([
+      db.tx((tx) => outbox.enqueueMany(tx, [...a, ...b])),
+      db.tx((tx) => outbox.enqueueMany(tx, [...b, ...a])),
+    ]);
+    expect(results.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok'))).toEqual(['ok', 'ok']);
+    expect((await outbox.status()).backlog).toBe(4_000);
+    // Each transaction's rows are contiguous per key: the second waited for the first's locks.
+    const rows = await db.query(`SELECT event_key FROM ${quoted(db, db.table('outbox'))} ORDER BY seq`);
+    expect(rows).toHaveLength(4_000);
+  });
+});
