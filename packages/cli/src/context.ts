@@ -1,6 +1,6 @@
 /**
  * What every command gets: the process's streams and environment, a way to open the data directory, and the
- * options every command takes (`--data-dir`, `--json`). Injected, so that tests can run commands in-process on the
+ * options of the commands that work on one (`--data-dir`, and `--json` where the output has a JSON form). Injected, so that tests can run commands in-process on the
  * in-memory transport.
  */
 import { resolve } from 'node:path';
@@ -34,7 +34,7 @@ export interface CliDeps {
   version: string;
 }
 
-/** The options every command takes. */
+/** The options of a command that works on a data directory (`json` false where it takes no `--json`). */
 export interface CommonOptions {
   /** Absolute path of the data directory. */
   dataDir: string;
@@ -45,11 +45,19 @@ export interface CommonOptions {
 
 export const defaultDataDir = './.tidings';
 
-/** Adds `--data-dir` and `--json` to a command. */
-export function withCommonOptions(command: Command): Command {
-  return command
-    .option('-d, --data-dir <dir>', `the data directory (default: $TIDINGS_DATA_DIR, else ${defaultDataDir})`)
-    .option('--json', 'print machine-readable JSON instead of tables');
+/**
+ * Adds `--data-dir` and `--json` to a command that works on a data directory. `json` is the description of `--json`,
+ * or `false` for a command whose output has no JSON form (`serve`) or is JSON already (`asyncapi`).
+ */
+export function withCommonOptions(
+  command: Command,
+  { json = 'print machine-readable JSON instead of text' }: { json?: string | false } = {},
+): Command {
+  command.option(
+    '-d, --data-dir <dir>',
+    `the data directory (default: $TIDINGS_DATA_DIR, else ${defaultDataDir})`,
+  );
+  return json === false ? command : command.option('--json', json);
 }
 
 /** Reads the common options of a command, resolving the data directory against the working directory. */

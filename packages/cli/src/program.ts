@@ -64,8 +64,10 @@ export function createProgram(deps: CliDeps): Command {
     .addHelpText(
       'after',
       `
-Every command takes --data-dir <dir> (default: $TIDINGS_DATA_DIR, else ${defaultDataDir}) and
---json for machine-readable output. Run 'tidings <command> --help' for each command's options.
+Commands that work on a data directory take --data-dir <dir> (default: $TIDINGS_DATA_DIR, else
+${defaultDataDir}); schema and outbox do not, and relay only with --transport log. Commands that print
+results take --json for machine-readable output; serve does not, and asyncapi writes JSON anyway.
+Run 'tidings <command> --help' for each command's options.
 
 Exit codes: 0 success, 1 the operation failed (the message on stderr says why and what to do),
 2 the command line was wrong. Set TIDINGS_DEBUG=1 to print the stack of a failure, and

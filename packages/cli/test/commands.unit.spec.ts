@@ -612,6 +612,49 @@ describe('command line', () => {
     expect((await tidings(['topics', 'help', 'create'])).stdout).toContain('Usage: tidings topics create');
   });
 
+  it('offers --data-dir and --json exactly where the top-level help says they are', async () => {
+    const top = (await tidings(['--help'])).stdout;
+    expect(top).toContain('Commands that work on a data directory take --data-dir <dir>');
+    expect(top).toContain('schema and outbox do not, and relay only with --transport log');
+    expect(top).toContain('Commands that print\nresults take --json');
+    expect(top).toContain('serve does not, and asyncapi writes JSON anyway');
+    expect(top).not.toContain('Every command takes');
+    const leaves: Record<string, { dataDir: boolean; json: boolean }> = {
+      'topics list': { dataDir: true, json: true },
+      publish: { dataDir: true, json: true },
+      tail: { dataDir: true, json: true },
+      'groups reset': { dataDir: true, json: true },
+      'dead-letters retry': { dataDir: true, json: true },
+      'parked skip': { dataDir: true, json: true },
+      topology: { dataDir: true, json: true },
+      trace: { dataDir: true, json: true },
+      relay: { dataDir: true, json: true },
+      serve: { dataDir: true, json: false },
+      asyncapi: { dataDir: true, json: false },
+      'schema lock': { dataDir: false, json: true },
+      'schema check': { dataDir: false, json: true },
+      'schema diff': { dataDir: false, json: true },
+      'outbox status': { dataDir: false, json: true },
+    };
+    for (const [command, expected] of Object.entries(leaves)) {
+      const help = (await tidings([...command.split(' '), '--help'])).stdout;
+      expect(help.includes('--data-dir <dir>'), `${command} --data-dir`).toBe(expected.dataDir);
+      expect(/^\s+--json\b/m.test(help), `${command} --json`).toBe(expected.json);
+      expect(help, command).not.toContain('instead of tables');
+    }
+    expect((await tidings(['topology', '--help'])).stdout).toMatch(/--json\s+the same as --format json/);
+    expectOneLineError(
+      await tidings(['serve', '--json']),
+      2,
+      /^error: unknown option '--json'; see 'tidings serve --help'$/,
+    );
+    expectOneLineError(
+      await tidings(['asyncapi', '--json']),
+      2,
+      /^error: unknown option '--json'; see 'tidings asyncapi --help'$/,
+    );
+  });
+
   it('reports unknown commands and options, and missing commands, in one line', async () => {
     expectOneLineError(await tidings([]), 2, /'tidings' needs a command: topics, publish, tail/);
     expectOneLineError(

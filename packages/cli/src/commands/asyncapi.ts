@@ -8,7 +8,7 @@ import { CliError } from '../errors.js';
 import { readTopology } from '../topology/model.js';
 
 export function registerAsyncApi(program: Command, deps: CliDeps): void {
-  withCommonOptions(program.command('asyncapi'))
+  withCommonOptions(program.command('asyncapi'), { json: false })
     .description(
       'write an AsyncAPI 3.0 document (JSON) of the topics, event types and their producers and consumers',
     )

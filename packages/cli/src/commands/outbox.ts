@@ -1,9 +1,10 @@
 /** `tidings outbox status`: the backlog of a transactional outbox and the age of its oldest unpublished event. */
 import type { Command } from 'commander';
-import { createOutbox, openDatabaseUrl, type OutboxStatus } from 'tidings/outbox';
+import { createOutbox, missingObject, type OutboxStatus } from 'tidings/outbox';
 import { writeJson, type CliDeps } from '../context.js';
+import { CliError } from '../errors.js';
 import { formatCount, formatDuration } from '../format.js';
-import { databaseUrlOf } from './relay.js';
+import { databaseUrlOf, openOutboxDatabase } from './relay.js';
 
 /** The status as `--json` prints it. */
 const statusJson = (table: string, status: OutboxStatus) => ({ table, ...status });
@@ -32,16 +33,27 @@ export function registerOutbox(program: Command, deps: CliDeps): void {
       `
 The same figures are available in code as outbox.status(), for metrics: backlog, oldestAgeMs, maxAttempts.
 A row whose publish keeps failing shows in "max attempts"; it holds back later events of its relay lane.
+Read-only: a missing outbox table or SQLite file is an error (exit code 1); nothing is created.
 
 Examples:
   tidings outbox status --database-url postgres://app@localhost/shop
   tidings outbox status --database-url sqlite:./shop.db --json`,
     )
     .action(async (options: { databaseUrl?: string; table?: string; json?: boolean }) => {
-      const opened = await openDatabaseUrl(databaseUrlOf(deps, options.databaseUrl));
+      // Read-only: a SQLite file that does not exist is reported, not created.
+      const opened = await openOutboxDatabase(databaseUrlOf(deps, options.databaseUrl));
       try {
         const table = options.table ?? 'tidings_outbox';
-        const status = await createOutbox({ database: opened.database, table }).status();
+        const status = await createOutbox({ database: opened.database, table })
+          .status()
+          .catch((error: unknown) => {
+            if (missingObject(error) === undefined) throw error;
+            throw new CliError(
+              `no outbox table "${table}" in ${opened.display}; it is created by outbox.setup() (or your migrations ` +
+                'with outbox.schemaSql()) and by tidings relay; pass --table if yours has another name',
+              { cause: error },
+            );
+          });
         if (options.json === true) return writeJson(deps.stdout, statusJson(table, status));
         deps.stdout.write(
           `Outbox ${table} in ${opened.display}: ` +

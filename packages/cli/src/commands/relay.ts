@@ -4,10 +4,10 @@
  */
 import type { Command } from 'commander';
 import { createBus, type Transport } from 'tidings';
-import { createOutbox, openDatabaseUrl } from 'tidings/outbox';
+import { createOutbox, missingObject, openDatabaseUrl, type OpenedDatabase } from 'tidings/outbox';
 import type { CliDeps } from '../context.js';
 import { commonOptions, defaultDataDir } from '../context.js';
-import { CliError, usageError } from '../errors.js';
+import { CliError, oneLine, usageError } from '../errors.js';
 import { parseInteger } from '../parse.js';
 
 /** The database URL of a command: the option, else `$DATABASE_URL`; a usage error when neither is set. */
@@ -18,6 +18,24 @@ export function databaseUrlOf(deps: CliDeps, option: string | undefined): string
       'give the database with --database-url <url> (or $DATABASE_URL), e.g. postgres://localhost/shop',
     );
   return url;
+}
+
+/**
+ * Opens the database of `tidings relay` and `tidings outbox status`. A SQLite file must exist: neither command
+ * creates a database (a mistyped path would otherwise relay or report an empty one). A database that does not exist
+ * on the server is said in one line.
+ */
+export async function openOutboxDatabase(url: string): Promise<OpenedDatabase> {
+  try {
+    return await openDatabaseUrl(url, { fileMustExist: true });
+  } catch (error) {
+    if (missingObject(error) === 'database')
+      throw new CliError(
+        `${oneLine((error as Error).message)}; check the database name in the URL, or create the database first`,
+        { cause: error },
+      );
+    throw error;
+  }
 }
 
 interface RelayCommandOptions {
@@ -78,8 +96,9 @@ export function registerRelay(program: Command, deps: CliDeps): void {
     .addHelpText(
       'after',
       `
-Creates the outbox table if it does not exist. Several relays may run on one outbox: each key is published by
-one relay at a time, in the order its transactions committed. A relay killed between publishing and marking
+Creates the outbox table if it does not exist, but not the database: a SQLite file that does not exist is an
+error. Several relays may run on one outbox: each key is published by one relay at a time, in the order its
+transactions committed. A relay killed between publishing and marking
 leaves its events to be published again with the same ids; the consumers' inbox drops the copies.
 An event the transport refuses stays in the outbox and holds back only the later events of its lane; other
 events go on (see tidings outbox status). Transient failures are logged and retried with backoff; an error
@@ -91,13 +110,23 @@ Examples:
     )
     .action(async (options: RelayCommandOptions, command: Command) => {
       const url = databaseUrlOf(deps, options.databaseUrl);
-      const opened = await openDatabaseUrl(url);
+      const opened = await openOutboxDatabase(url);
       let transport: Transport | undefined;
       try {
         const table = options.table ?? 'tidings_outbox';
         const outbox = createOutbox({ database: opened.database, table });
         // Relays starting together may race to create the tables; the loser finds them made.
-        await outbox.setup().catch(() => outbox.setup());
+        await outbox
+          .setup()
+          .catch(() => outbox.setup())
+          .catch((error: unknown) => {
+            if (missingObject(error) === undefined) throw error;
+            throw new CliError(
+              `could not create the outbox table ${table} in ${opened.display}: ${oneLine((error as Error).message)}; ` +
+                'create its schema (or database) first, or pass another --table',
+              { cause: error },
+            );
+          });
         transport = await openTransport(deps, command, options);
         const bus = createBus({ service: options.service, transport });
         const relay = bus.startRelay(outbox, {

@@ -8,7 +8,7 @@ import { buildServeApp } from '../serve/app.js';
 export const defaultServePort = 8081;
 
 export function registerServe(program: Command, deps: CliDeps): void {
-  withCommonOptions(program.command('serve'))
+  withCommonOptions(program.command('serve'), { json: false })
     .description('serve the schema registry (and metrics with --metrics) over HTTP until interrupted')
     .option('-p, --port <port>', `the TCP port (default ${defaultServePort}; 0 picks a free one)`)
     .option('--host <host>', 'the address to listen on', '127.0.0.1')

@@ -34,7 +34,7 @@ function requireType(topology: Topology, type: string, dataDir: string): Topolog
 const typeJson = ({ schema, ...rest }: TopologyType) => ({ ...rest, hasSchema: schema !== undefined });
 
 export function registerTopology(program: Command, deps: CliDeps): void {
-  withCommonOptions(program.command('topology'))
+  withCommonOptions(program.command('topology'), { json: 'the same as --format json' })
     .description('show who produces and who consumes each event type, from what every bus recorded')
     .option(
       '-w, --who-subscribes <type>',

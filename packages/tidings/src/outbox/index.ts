@@ -21,7 +21,7 @@ export {
   type EnqueueOptions,
   type Enqueued,
 } from './outbox.js';
-export type { RelayOptions } from './relay.js';
+export { missingObject, type MissingObject, type RelayOptions } from './relay.js';
 export {
   createInbox,
   type TransactionalInbox,
@@ -50,5 +50,5 @@ export {
   type SqliteDatabaseLike,
   type SqliteStatementLike,
 } from './sql.js';
-export { openDatabaseUrl, type OpenedDatabase } from './url.js';
+export { openDatabaseUrl, type OpenedDatabase, type OpenDatabaseUrlOptions } from './url.js';
 export { outboxLanes } from './names.js';

@@ -522,8 +522,33 @@ interface Failure {
   error: unknown;
 }
 
-/** Driver error codes that retrying cannot fix: a missing table, schema or database, bad credentials, no grant. */
-const missingObjectCodes = new Set(['42P01', '3F000', '3D000', 'ER_NO_SUCH_TABLE', 'ER_BAD_DB_ERROR']);
+/** What a driver error says does not exist (see {@link missingObject}). */
+export type MissingObject = 'table' | 'schema' | 'database';
+
+/** Driver error codes of a missing table, schema or database (PostgreSQL SQLSTATEs, MariaDB/MySQL codes). */
+const missingObjectCodes: ReadonlyMap<string, MissingObject> = new Map([
+  ['42P01', 'table'],
+  ['3F000', 'schema'],
+  ['3D000', 'database'],
+  ['ER_NO_SUCH_TABLE', 'table'],
+  ['ER_BAD_DB_ERROR', 'database'],
+]);
+
+/**
+ * What a `pg`, `mysql2` or `better-sqlite3` error says is missing: a table (PostgreSQL 42P01, MariaDB/MySQL
+ * ER_NO_SUCH_TABLE, SQLite "no such table"), a schema (PostgreSQL 3F000) or a database (PostgreSQL 3D000,
+ * MariaDB/MySQL ER_BAD_DB_ERROR); `undefined` for any other error. Retrying such an error cannot fix it.
+ */
+export function missingObject(error: unknown): MissingObject | undefined {
+  const rawCode = (error as { code?: unknown } | null)?.code;
+  if (typeof rawCode !== 'string') return undefined;
+  const kind = missingObjectCodes.get(rawCode);
+  if (kind !== undefined) return kind;
+  const message = error instanceof Error ? error.message : String(error);
+  return rawCode.startsWith('SQLITE') && /no such table/i.test(message) ? 'table' : undefined;
+}
+
+/** Driver error codes that retrying cannot fix besides a missing object: bad credentials, no grant. */
 const refusedCodes = new Set([
   '28P01',
   '28000',
@@ -536,8 +561,8 @@ const refusedCodes = new Set([
 ]);
 
 /**
- * The error that stops a relay, when `error` is one retrying cannot fix (see the code sets above, SQLite's
- * "no such table", and `INVALID_CONFIG`); `undefined` for anything else, which the relay retries with backoff.
+ * The error that stops a relay, when `error` is one retrying cannot fix (a missing object, the refused codes above,
+ * and `INVALID_CONFIG`); `undefined` for anything else, which the relay retries with backoff.
  */
 function unrecoverable(error: unknown, table: string): TidingsError | undefined {
   if (isTidingsError(error, ErrorCode.INVALID_CONFIG))
@@ -547,7 +572,7 @@ function unrecoverable(error: unknown, table: string): TidingsError | undefined 
   const rawCode = (error as { code?: unknown } | null)?.code;
   const code = typeof rawCode === 'string' ? rawCode : '';
   const message = error instanceof Error ? error.message : String(error);
-  if (missingObjectCodes.has(code) || (code.startsWith('SQLITE') && /no such table/i.test(message)))
+  if (missingObject(error) !== undefined)
     return new TidingsError(
       ErrorCode.NOT_FOUND,
       `the outbox relay stopped: ${oneLine(message)}; create the outbox table ${table} (and its companions) with ` +

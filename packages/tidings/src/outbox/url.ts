@@ -6,6 +6,8 @@
  * - `mysql://` or `mariadb://` → `mysql2/promise` (a Pool)
  * - `sqlite:<path>` or `file:<path>` → `better-sqlite3` (WAL, 5 s busy timeout)
  */
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { ErrorCode, TidingsError, describeError } from '../core/errors.js';
 import {
   mysql,
@@ -42,14 +44,25 @@ async function load<T>(name: string, url: string): Promise<T> {
   }
 }
 
+/** Options of {@link openDatabaseUrl}. */
+export interface OpenDatabaseUrlOptions {
+  /** The size of the connection pool (PostgreSQL, MariaDB/MySQL); default 4. */
+  poolSize?: number;
+  /**
+   * SQLite: reject with `NOT_FOUND` when the database file does not exist, instead of creating an empty one
+   * (better-sqlite3's `fileMustExist`). Default false.
+   */
+  fileMustExist?: boolean;
+}
+
 /**
  * Opens the database a URL names, with a small pool (`poolSize`, default 4). Rejects with `INVALID_CONFIG` for an
- * unknown scheme or a missing driver, and with the driver's error when the database cannot be reached (checked
- * with one round trip).
+ * unknown scheme or a missing driver, with `NOT_FOUND` for a missing SQLite file under `fileMustExist`, and with the
+ * driver's error when the database cannot be reached (checked with one round trip).
  */
 export async function openDatabaseUrl(
   url: string,
-  options: { poolSize?: number } = {},
+  options: OpenDatabaseUrlOptions = {},
 ): Promise<OpenedDatabase> {
   const display = redact(url);
   const poolSize = options.poolSize ?? 4;
@@ -90,9 +103,27 @@ export async function openDatabaseUrl(
   const file = /^sqlite:(.+)$/i.exec(url)?.[1] ?? /^file:(.+)$/i.exec(url)?.[1];
   if (file !== undefined) {
     const driver = await load<{
-      default: new (path: string) => SqliteDatabaseLike & { pragma(text: string): unknown; close(): void };
+      default: new (
+        path: string,
+        options?: { fileMustExist?: boolean },
+      ) => SqliteDatabaseLike & { pragma(text: string): unknown; close(): void };
     }>('better-sqlite3', url);
-    const db = new driver.default(file.replace(/^\/\/(?=\/)/, ''));
+    const path = file.replace(/^\/\/(?=\/)/, '');
+    const fileMustExist = options.fileMustExist === true;
+    let db: InstanceType<typeof driver.default>;
+    try {
+      db = new driver.default(path, { fileMustExist });
+    } catch (error) {
+      // better-sqlite3 says SQLITE_CANTOPEN, or a TypeError when even the directory is missing.
+      if (fileMustExist && !existsSync(path))
+        throw new TidingsError(
+          ErrorCode.NOT_FOUND,
+          `no SQLite database file ${resolve(path)} (${display}); check the path of the URL (a relative path is ` +
+            'resolved from the current directory)',
+          { cause: error },
+        );
+      throw error;
+    }
     db.pragma('journal_mode = WAL');
     db.pragma('busy_timeout = 5000');
     return { database: sqlite(db), display, close: () => Promise.resolve(db.close()) };
