@@ -23,6 +23,22 @@ async function runExample(file: string, args: string[] = []): Promise<string[]> 
   return stdout.trim().split('\n');
 }
 
+/** Runs the `tidings` CLI (on the workspace sources) from the repository root; resolves with its exit code too. */
+async function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(
+      process.execPath,
+      ['--import', 'tsx', '--conditions=tidings-source', 'packages/cli/src/main.ts', ...args],
+      { cwd: root, timeout: 120_000, env: { ...process.env, NODE_NO_WARNINGS: '1' } },
+    );
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: unknown; stdout?: string; stderr?: string };
+    if (typeof failed.code !== 'number') throw error;
+    return { code: failed.code, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
+
 describe('examples run and report success', () => {
   it('01-quickstart (the README tour)', async () => {
     const lines = await runExample('examples/01-quickstart/main.ts');
@@ -47,6 +63,34 @@ describe('examples run and report success', () => {
     expect(lines).toContain('replayed v1 s-2 → 30 EUR via store');
     expect(lines.at(-1)).toBe('schema evolution ok');
   });
+
+  it('03-schema-evolution: the schema CI gate passes current.ts and fails breaking.ts against the committed lock', async () => {
+    const lock = ['--lock', 'examples/03-schema-evolution/tidings.schema.lock.json'];
+    const current = await runCli([
+      'schema',
+      'check',
+      '--definitions',
+      'examples/03-schema-evolution/current.ts',
+      ...lock,
+    ]);
+    expect(current.code, current.stdout + current.stderr).toBe(0);
+    expect(current.stdout).toContain('  OrderPlaced: unchanged (version 3, locked 3)');
+    expect(current.stdout).toContain('ok: the code matches the lock');
+
+    const breaking = await runCli([
+      'schema',
+      'check',
+      '--definitions',
+      'examples/03-schema-evolution/breaking.ts',
+      ...lock,
+    ]);
+    expect(breaking.code, breaking.stdout + breaking.stderr).toBe(1);
+    expect(breaking.stdout).toContain('✗ OrderPlaced: BREAKING under BACKWARD (version 4, locked 3)');
+    expect(breaking.stdout).toMatch(/✗ field "amountCents" breaks BACKWARD compatibility with version 3/);
+    expect(breaking.stdout).toContain('- amount: property removed (was required)');
+    expect(breaking.stdout).toContain('+ amountCents: property added (required, type "integer")');
+    expect(breaking.stderr).toMatch(/^error: 1 event type has a breaking change \(OrderPlaced\)/);
+  }, 150_000);
 
   it('shop (the npm start demo): separate processes on the embedded log', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tidings-shop-'));
@@ -79,21 +123,47 @@ describe('examples run and report success', () => {
         '--data-dir',
         dataDir,
       ]);
-      const poison = events
-        .map((line) => JSON.parse(line) as { key: string; envelope: { id: string; type: string } })
-        .find((e) => e.key === 'order-0007' && e.envelope.type === 'OrderPlaced');
-      const trace = await runExample('packages/cli/src/main.ts', [
-        'trace',
-        poison!.envelope.id,
-        '--data-dir',
-        dataDir,
-      ]);
+      const records = events.map(
+        (line) => JSON.parse(line) as { key: string; envelope: { id: string; type: string } },
+      );
+      const poison = records.find((e) => e.key === 'order-0007' && e.envelope.type === 'OrderPlaced');
+
+      // The demo prints a ready-to-paste trace command for the poison order's flow (its OrderPlaced id).
+      const printed = lines.find((line) => line.includes('npx tidings trace '));
+      expect(printed).toBe(
+        `shop: order-0007's flow (parked, then skipped): npx tidings trace ${poison!.envelope.id} --data-dir ${dataDir}`,
+      );
+      expect(lines.indexOf(printed!)).toBeLessThan(lines.length - 1);
+      const traceArgs = printed!
+        .slice(printed!.indexOf('npx tidings trace ') + 'npx tidings '.length)
+        .split(' ');
+      const trace = await runExample('packages/cli/src/main.ts', traceArgs);
       expect(trace[0]).toBe(`Correlation ${poison!.envelope.id}: 2 events`);
       expect(trace).toContain(
         '├─ warehouse        parked after 3 attempts (Error: SKU "SKU-DOES-NOT-EXIST" does not exist), then skipped',
       );
       expect(trace.join('\n')).toMatch(
         /└─ PaymentReceived .*\n +├─ analytics +handled\n +└─ loyalty +handled/,
+      );
+
+      // The producer retry re-published order-0001's payment with its id, correlation and causation: one flow,
+      // the copy shown as such, not as a second event.
+      const first = records.find((e) => e.key === 'order-0001' && e.envelope.type === 'OrderPlaced');
+      const retried = await runExample('packages/cli/src/main.ts', [
+        'trace',
+        first!.envelope.id,
+        '--data-dir',
+        dataDir,
+      ]);
+      const retriedText = retried.join('\n');
+      expect(retried[0]).toBe(
+        `Correlation ${first!.envelope.id}: 2 events (+1 re-published copy of the same id)`,
+      );
+      expect(retriedText).toMatch(
+        /PaymentReceived (\S+) .*\n(?:.*\n)*.*PaymentReceived \1 \(re-published copy\)/,
+      );
+      expect(retriedText).toMatch(
+        /\(re-published copy\).*\n +├─ analytics +passed \(handled again, or dropped by an inbox\)/,
       );
     } finally {
       await rm(dataDir, { recursive: true, force: true });

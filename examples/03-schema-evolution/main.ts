@@ -1,8 +1,10 @@
 // Schema evolution: one event type through three versions on the embedded log, with a schema registry in the same
-// data directory. Run it: npm run schema-evolution -w examples
-import { mkdtempSync, rmSync } from 'node:fs';
+// data directory. Run it: npm run schema-evolution -w examples. It works in a temporary directory it deletes; with
+// `-- --data-dir DIR` (a new or empty directory) it keeps the log and registry.db there, for `tidings serve`.
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 import { createBus, isTidingsError, silentLogger, type EventDefinition, type Receipt } from 'tidings';
 import { createLogTransport } from 'tidings/log';
 import {
@@ -13,7 +15,16 @@ import {
 } from 'tidings/registry';
 import { OrderPlacedV1, OrderPlacedV2, OrderPlacedV3, OrderPlacedV4 } from './events.js';
 
-const dataDir = mkdtempSync(join(tmpdir(), 'tidings-schema-evolution-'));
+const { values: args } = parseArgs({ options: { 'data-dir': { type: 'string' } } });
+const keep = args['data-dir'] !== undefined;
+const dataDir = keep ? resolve(args['data-dir']!) : mkdtempSync(join(tmpdir(), 'tidings-schema-evolution-'));
+if (keep) {
+  mkdirSync(dataDir, { recursive: true });
+  if (readdirSync(dataDir).length > 0) {
+    console.error(`--data-dir ${dataDir} is not empty; give a new or empty directory`);
+    process.exit(2);
+  }
+}
 // The registry lives beside the log, in registry.db; `tidings serve --data-dir <dir>` serves it over HTTP.
 const registry = createSchemaRegistry({ store: createSqliteSchemaStore({ dataDir }) });
 
@@ -70,5 +81,7 @@ await deploy(async (bus) => {
 });
 
 await registry.close();
-rmSync(dataDir, { recursive: true, force: true });
+if (keep)
+  console.log(`kept the log and registry in ${dataDir}; serve them: npx tidings serve --data-dir ${dataDir}`);
+else rmSync(dataDir, { recursive: true, force: true });
 console.log('schema evolution ok');

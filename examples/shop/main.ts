@@ -6,7 +6,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { isTidingsError } from 'tidings';
+import { decodeEnvelope, isTidingsError } from 'tidings';
 import { createLogTransport } from 'tidings/log';
 import { POISON_ORDER, eventsFor } from './catalog.js';
 import type { FromService, ServiceStats, ToService } from './protocol.js';
@@ -35,7 +35,8 @@ Options:
   --quiet            print only the summary and the verdict
   -h, --help         show this help
 
-Afterwards, look inside with the CLI: npx tidings groups lag, npx tidings tail orders --from earliest`);
+Afterwards, look inside with the CLI: npx tidings groups lag, npx tidings tail orders --from earliest, and the
+npx tidings trace command the demo prints at the end (the flow of the poison order).`);
   process.exit(0);
 }
 const orderCount = Number(args.orders);
@@ -189,6 +190,10 @@ say(
   `warehouse: key ${parked?.key} is parked after ${parked?.attempts} attempts (${parked?.error}); ${parked?.events.length ?? 0} event(s) held`,
 );
 check('the poison order is parked in the warehouse', parked?.key === POISON_ORDER);
+// The poison order's flow, for `tidings trace`: a flow's correlation id is the id of its first event (here the
+// parked OrderPlaced), which every later event of the order carries.
+const poisonEvent = parked?.events[0] === undefined ? undefined : decodeEnvelope(parked.events[0]);
+const poisonFlow = poisonEvent?.correlationid ?? poisonEvent?.id;
 const requestId = await log.stores.requests.add({
   kind: 'skip-parked',
   group: 'warehouse',
@@ -210,7 +215,7 @@ check('nothing is parked any more', (await log.stores.parking.list()).length ===
 
 // --- summary --------------------------------------------------------------------------------------------------------
 const names = [...groups, 'recommendations'];
-const rows = [['group', 'processed', 'lag', 'duplicates suppressed', 'parked']];
+const rows = [['group', 'processed', 'lag', 'duplicates suppressed', 'parked during run']];
 let lagSum = 0;
 const all = new Map<string, ServiceStats>();
 for (const name of names) {
@@ -259,6 +264,12 @@ for (const c of failed) console.log(`check failed: ${c.name}`);
 say(
   `shop: finished in ${((performance.now() - started) / 1000).toFixed(1)} s; try \`npx tidings groups lag\``,
 );
+const dataDirOption =
+  dataDir === `${repoRoot}.tidings`
+    ? ''
+    : ` --data-dir ${/[\s'"]/.test(dataDir) ? JSON.stringify(dataDir) : dataDir}`;
+if (poisonFlow !== undefined)
+  say(`shop: ${POISON_ORDER}'s flow (parked, then skipped): npx tidings trace ${poisonFlow}${dataDirOption}`);
 if (failed.length > 0) {
   console.log('demo failed');
   process.exit(1);

@@ -7,7 +7,7 @@ import type { FromService, ToService } from '../protocol.js';
 // The embedded log in TIDINGS_DATA_DIR; `produces` declares what this service publishes, for `tidings topology`.
 const bus = createBus({ service: 'order-service', produces: [OrderPlaced, PaymentReceived, OrderShipped] });
 const send = (message: FromService) => process.send?.(message);
-let firstPayment: Receipt | undefined;
+let firstPayment: { receipt: Receipt; flow: { correlationId: string; causationId: string } } | undefined;
 
 process.on('message', (message: ToService) => {
   void (async () => {
@@ -23,7 +23,7 @@ process.on('message', (message: ToService) => {
           { orderId: order.orderId, amount: order.total },
           flow,
         );
-        firstPayment ??= payment;
+        firstPayment ??= { receipt: payment, flow };
         events += 2;
         if (n % 2 === 0) {
           await bus.publish(OrderShipped, { orderId: order.orderId, carrier: 'parcel-co' }, flow);
@@ -32,12 +32,12 @@ process.on('message', (message: ToService) => {
       }
       send({ kind: 'placed', count: message.to - message.from, events });
     } else if (message.kind === 'duplicate-payment' && firstPayment) {
-      // A producer that missed an acknowledgement publishes again with the same event id.
+      // A producer that missed an acknowledgement publishes the same event again: same id, same flow and cause.
       const order = demoOrder(1);
       await bus.publish(
         PaymentReceived,
         { orderId: order.orderId, amount: order.total },
-        { id: firstPayment.id },
+        { id: firstPayment.receipt.id, ...firstPayment.flow },
       );
       send({ kind: 'placed', count: 0, events: 1 });
     }

@@ -242,6 +242,47 @@ describe('tidings trace', () => {
     ]);
   });
 
+  it('shows a re-published event (same id, correlation and causation) as a copy, not a second event', async () => {
+    const orders = createBus({ service: 'orders', transport, logger: silentLogger });
+    buses.push(orders);
+    const billing = orders.handle('ledger', [PaymentReceived], () => undefined);
+    const placed = await orders.publish(OrderPlaced, { orderId: 'o-1', total: 10 });
+    const flow = { correlationId: placed.id, causationId: placed.id };
+    const payment = await orders.publish(PaymentReceived, { orderId: 'o-1', amount: 10 }, flow);
+    const copy = await orders.publish(
+      PaymentReceived,
+      { orderId: 'o-1', amount: 10 },
+      { id: payment.id, ...flow }, // a producer retry
+    );
+    await billing.waitFor([payment, copy]);
+    await orders.close();
+    const out = lines((await tidings(['trace', placed.id])).stdout);
+    expect(out[0]).toBe(`Correlation ${placed.id}: 2 events (+1 re-published copy of the same id)`);
+    expect(out.slice(2)).toEqual([
+      expect.stringMatching(
+        new RegExp(`^├─ PaymentReceived ${payment.id} {2}payments\\[\\d\\]@${payment.offset} `),
+      ),
+      '│  └─ ledger (orders)  handled',
+      expect.stringMatching(
+        new RegExp(
+          `^└─ PaymentReceived ${payment.id} \\(re-published copy\\) {2}payments\\[\\d\\]@${copy.offset} `,
+        ),
+      ),
+      '   └─ ledger (orders)  passed (handled again, or dropped by an inbox)',
+    ] as unknown[]);
+    const json = JSON.parse((await tidings(['trace', placed.id, '--json'])).stdout) as {
+      events: number;
+      copies: number;
+      roots: Array<{ children: Array<{ id: string; copy?: boolean }> }>;
+    };
+    expect(json.events).toBe(2);
+    expect(json.copies).toBe(1);
+    expect(json.roots[0]!.children.map((c) => [c.id, c.copy ?? false])).toEqual([
+      [payment.id, false],
+      [payment.id, true],
+    ]);
+  });
+
   it('shows pending for a group that has not processed an event yet, and fails in one line for an unknown id', async () => {
     const bus = createBus({ service: 'orders', transport, logger: silentLogger });
     buses.push(bus);

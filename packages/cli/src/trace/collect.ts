@@ -57,6 +57,11 @@ export interface TracedEvent {
   key: string;
   causationId: string | undefined;
   traceparent: string | undefined;
+  /**
+   * Set on a later record with the id of an event already in the chain: the same event published again (a
+   * producer retry), not a new one. Its outcomes say only that each group's offset passed it (an inbox drops it).
+   */
+  copy?: true;
   outcomes: GroupOutcome[];
   /** Events caused by this one, in time order. */
   children: TracedEvent[];
@@ -67,7 +72,10 @@ export interface Trace {
   correlationId: string;
   /** Events whose cause is not among the found events (normally the one that started the flow). */
   roots: TracedEvent[];
+  /** Distinct events (by id). */
   events: number;
+  /** Records re-publishing an event already counted (same id), shown as copies. */
+  copies: number;
   /** True when more than `limit` events matched: the chain shown is incomplete. */
   truncated: boolean;
 }
@@ -159,16 +167,25 @@ export async function collectTrace(
 
   await addOutcomes(transport, correlationId, found, allTopics);
 
-  const byId = new Map(found.map((event) => [event.id, event]));
-  const roots: TracedEvent[] = [];
   const order = (a: TracedEvent, b: TracedEvent) =>
     (a.time ?? '').localeCompare(b.time ?? '') || a.topic.localeCompare(b.topic) || a.offset - b.offset;
-  for (const event of [...found].sort(order)) {
+  const sorted = [...found].sort(order);
+  // The first record of an id is the event; a later one with the same id is a re-published copy of it.
+  const byId = new Map<string, TracedEvent>();
+  let copies = 0;
+  for (const event of sorted) {
+    if (byId.has(event.id)) {
+      event.copy = true;
+      copies++;
+    } else byId.set(event.id, event);
+  }
+  const roots: TracedEvent[] = [];
+  for (const event of sorted) {
     const parent = event.causationId === undefined ? undefined : byId.get(event.causationId);
     if (parent !== undefined && parent !== event) parent.children.push(event);
     else roots.push(event);
   }
-  return { correlationId, roots, events: found.length, truncated };
+  return { correlationId, roots, events: found.length - copies, copies, truncated };
 }
 
 async function addOutcomes(

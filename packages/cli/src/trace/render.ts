@@ -16,6 +16,9 @@ function oneLine(text: string, max: number): string {
   return line.length > max ? `${line.slice(0, max - 3)}...` : line;
 }
 
+/** A copy's `handled`: the group's offset passed it, but whether it ran the handler again is not recorded. */
+const copyPassed = 'passed (handled again, or dropped by an inbox)';
+
 /** The service a `source` like `tidings://orders` names, else the source itself. */
 const serviceOf = (source: string) =>
   source.startsWith('tidings://') ? source.slice('tidings://'.length) : source;
@@ -24,13 +27,16 @@ const serviceOf = (source: string) =>
 export function renderTrace(trace: Trace): string {
   const lines: string[] = [
     `Correlation ${trace.correlationId}: ${trace.events} event${trace.events === 1 ? '' : 's'}` +
+      (trace.copies > 0
+        ? ` (+${trace.copies} re-published cop${trace.copies === 1 ? 'y' : 'ies'} of the same id)`
+        : '') +
       (trace.truncated ? ' (more matched; raise --limit to see them all)' : ''),
   ];
   const groupWidth = Math.max(5, ...allOutcomes(trace.roots).map((o) => label(o).length));
   const walk = (event: TracedEvent, prefix: string, last: boolean, root: boolean) => {
     const head = root ? '' : last ? '└─ ' : '├─ ';
     lines.push(
-      `${prefix}${head}${event.type} ${event.id}  ${event.topic}[${event.partition}]@${event.offset}  ` +
+      `${prefix}${head}${event.type} ${event.id}${event.copy ? ' (re-published copy)' : ''}  ${event.topic}[${event.partition}]@${event.offset}  ` +
         `service ${serviceOf(event.source)}  ${event.time ?? ''}`.trimEnd(),
     );
     const inner = root ? prefix : `${prefix}${last ? '   ' : '│  '}`;
@@ -43,7 +49,9 @@ export function renderTrace(trace: Trace): string {
       const isLast = index === items.length - 1;
       if ('outcome' in item) {
         lines.push(
-          `${inner}${isLast ? '└─' : '├─'} ${label(item.outcome).padEnd(groupWidth)}  ${describeOutcome(item.outcome)}`,
+          `${inner}${isLast ? '└─' : '├─'} ${label(item.outcome).padEnd(groupWidth)}  ${
+            event.copy && item.outcome.outcome === 'handled' ? copyPassed : describeOutcome(item.outcome)
+          }`,
         );
       } else {
         walk(item.event, inner, isLast, false);
