@@ -91,3 +91,22 @@ export function requireStore<K extends 'parking' | 'inbox' | 'requests'>(
   }
   return found;
 }
+
+/**
+ * Every group of the transport with its description, skipping a group that disappeared between listing and
+ * describing it.
+ */
+export async function* describeGroups(
+  transport: Transport,
+): AsyncGenerator<{ group: string; description: GroupDescription }> {
+  for (const group of await transport.admin.listGroups()) {
+    let description: GroupDescription;
+    try {
+      description = await transport.admin.describeGroup(group);
+    } catch (error) {
+      if (isTidingsError(error, 'NOT_FOUND')) continue;
+      throw error;
+    }
+    yield { group, description };
+  }
+}

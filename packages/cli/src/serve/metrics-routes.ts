@@ -15,7 +15,8 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { Gauge, Registry } from 'prom-client';
-import { isTidingsError, listDeadLetters, type Transport } from 'tidings';
+import { listDeadLetters, type Transport } from 'tidings';
+import { describeGroups } from '../lookup.js';
 import type { ServeContext } from './context.js';
 
 /** The most dead letters counted per group and topic at a scrape (past it the gauge reports this bound). */
@@ -89,14 +90,7 @@ async function refresh(transport: Transport, gauges: Gauges, counts: DeadLetterC
     }
     gauges.records.set({ topic }, stored);
   }
-  for (const group of await transport.admin.listGroups()) {
-    let description;
-    try {
-      description = await transport.admin.describeGroup(group);
-    } catch (error) {
-      if (isTidingsError(error, 'NOT_FOUND')) continue;
-      throw error;
-    }
+  for await (const { group, description } of describeGroups(transport)) {
     gauges.members.set({ group }, description.members.length);
     const groupTopics = new Set<string>();
     for (const l of description.lag) {

@@ -14,7 +14,6 @@
  */
 import {
   decodeEnvelope,
-  isTidingsError,
   outcomeCorrelationId,
   outcomesTopic,
   parseOutcomeRecord,
@@ -26,6 +25,7 @@ import {
   type StoredRecord,
   type Transport,
 } from 'tidings';
+import { describeGroups } from '../lookup.js';
 import { readTopology } from '../topology/model.js';
 
 /** What a group did with an event. */
@@ -201,14 +201,7 @@ async function addOutcomes(
   // Committed offsets per group, topic and partition.
   const committed = new Map<string, number>();
   const groupsByTopic = new Map<string, string[]>();
-  for (const group of await transport.admin.listGroups()) {
-    let description;
-    try {
-      description = await transport.admin.describeGroup(group);
-    } catch (error) {
-      if (isTidingsError(error, 'NOT_FOUND')) continue;
-      throw error;
-    }
+  for await (const { group, description } of describeGroups(transport)) {
     for (const lag of description.lag) {
       committed.set(`${group}\u0000${lag.topic}\u0000${lag.partition}`, lag.committedOffset);
       const list = groupsByTopic.get(lag.topic) ?? [];

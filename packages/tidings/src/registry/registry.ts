@@ -160,6 +160,21 @@ export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegi
     return store.versions(checkSubject(subject));
   }
 
+  /** The subject's versions; rejects with `NOT_FOUND` when it has none. */
+  async function existingVersionsOf(subject: string): Promise<StoredVersion[]> {
+    const history = await versionsOf(subject);
+    if (history.length === 0) {
+      throw new TidingsError(
+        ErrorCode.NOT_FOUND,
+        `subject "${subject}" has no versions; register one first`,
+        {
+          subject,
+        },
+      );
+    }
+    return history;
+  }
+
   async function register(
     subject: string,
     schema: JsonSchema,
@@ -236,30 +251,12 @@ export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegi
     },
     async versions(subject) {
       open();
-      const history = await versionsOf(subject);
-      if (history.length === 0) {
-        throw new TidingsError(
-          ErrorCode.NOT_FOUND,
-          `subject "${subject}" has no versions; register one first`,
-          {
-            subject,
-          },
-        );
-      }
+      const history = await existingVersionsOf(subject);
       return history.map((version) => version.version);
     },
     async getVersion(subject, version) {
       open();
-      const history = await versionsOf(subject);
-      if (history.length === 0) {
-        throw new TidingsError(
-          ErrorCode.NOT_FOUND,
-          `subject "${subject}" has no versions; register one first`,
-          {
-            subject,
-          },
-        );
-      }
+      const history = await existingVersionsOf(subject);
       const found = version === 'latest' ? history.at(-1) : history.find((v) => v.version === version);
       if (found === undefined) {
         throw new TidingsError(
