@@ -113,6 +113,7 @@ export {
 } from './core/topology.js';
 export {
   outcomesTopic,
+  outcomesRetentionMs,
   parseOutcomeRecord,
   outcomeCorrelationId,
   type OutcomeEntry,

@@ -12,6 +12,12 @@ import type { OutgoingRecord, StoredRecord, Transport } from './transport.js';
 /** The topic outcome entries are written to. */
 export const outcomesTopic = '__outcomes';
 
+/**
+ * How long journal entries are kept: the journal creates its topic with this retention (a topic that already exists
+ * keeps its own settings). Older flows still trace, but without their retried and parked outcomes.
+ */
+export const outcomesRetentionMs = 30 * 24 * 60 * 60 * 1000;
+
 /** The most characters of an error kept in an entry. */
 export const outcomeErrorCharsMax = 1000;
 
@@ -125,6 +131,19 @@ export function createOutcomeJournal(transport: Transport, logger: Logger): Outc
   let queue: OutcomeEntry[] = [];
   let writing: Promise<void> | undefined;
   let dropped = 0;
+  let topicReady = false;
+
+  /** Creates the topic with its retention before the first write; an existing topic is left as it is. */
+  const ensureTopic = async (): Promise<void> => {
+    if (topicReady) return;
+    topicReady = true;
+    try {
+      await transport.admin.createTopic(outcomesTopic, { partitions: 1, retentionMs: outcomesRetentionMs });
+    } catch (error) {
+      // CONFLICT: it exists with other settings (an older data directory); anything else shows at the write.
+      logger.debug({ err: error }, `the outcome journal's topic was not created: ${describeError(error)}`);
+    }
+  };
 
   const writeBatch = async (batch: OutcomeEntry[]): Promise<void> => {
     try {
@@ -138,6 +157,7 @@ export function createOutcomeJournal(transport: Transport, logger: Logger): Outc
   };
 
   const drain = async (): Promise<void> => {
+    await ensureTopic();
     while (queue.length > 0) {
       const batch = queue.slice(0, outcomeBatchMax);
       queue = queue.slice(batch.length);
