@@ -41,6 +41,15 @@ export interface OutboxOptions {
   clock?: Clock;
   /** Event ids. Default: UUIDv7. */
   idGenerator?: IdGenerator;
+  /**
+   * A schema registry (`createSchemaRegistry` from `tidings/registry`), as `createBus({ registry })` takes: before a
+   * definition version is first enqueued its JSON Schema is registered (once per definition), and when the
+   * registered history forbids it `enqueue` rejects with `SCHEMA_INCOMPATIBLE` before anything is written, so an
+   * incompatible event fails your transaction instead of reaching the topic through the relay. `enqueueSync` cannot
+   * wait for the registry: it refuses a definition this outbox has not registered yet (enqueue it once with
+   * `await enqueue`, or call `await outbox.registerSchemas([...])` at start-up). Default: none.
+   */
+  registry?: { ensureRegistered(definition: MessageDefinition): Promise<void> };
 }
 
 /** Per-event options of `enqueue`: those of `publish`, without the signal. */
@@ -98,6 +107,11 @@ export interface Outbox extends RelaySource<RelayOptions> {
     tx: unknown,
     items: ReadonlyArray<{ event: MessageDefinition; data: unknown; options?: EnqueueOptions }>,
   ): Promise<Enqueued[]>;
+  /**
+   * Registers the JSON Schemas of `definitions` with the outbox's `registry` (a no-op without one), so that
+   * `enqueueSync` accepts them. Rejects with `SCHEMA_INCOMPATIBLE` for a definition the registered history forbids.
+   */
+  registerSchemas(definitions: readonly MessageDefinition[]): Promise<void>;
   /**
    * `enqueue` for SQLite inside better-sqlite3's synchronous `db.transaction(() => ...)` (or BEGIN ... COMMIT).
    * Needs a schema that validates synchronously (zod, valibot and most do); throws `INVALID_CONFIG` otherwise, for
@@ -204,8 +218,17 @@ export function createOutbox(options: OutboxOptions): Outbox {
     return { row, result: { id, topic: definition.topic, key } };
   }
 
+  /** Definitions whose schema the registry accepted (what `enqueueSync` may enqueue when there is a registry). */
+  const registered = new WeakSet<MessageDefinition>();
+  async function ensureRegistered(definition: MessageDefinition): Promise<void> {
+    if (options.registry === undefined || registered.has(definition)) return;
+    await options.registry.ensureRegistered(definition);
+    registered.add(definition);
+  }
+
   async function prepare(event: MessageDefinition, data: unknown, opts: EnqueueOptions = {}) {
     checkDefinition(event);
+    await ensureRegistered(event);
     const id = opts.id ?? ids();
     const value = await validateWithSchema(
       event.schema,
@@ -245,6 +268,13 @@ export function createOutbox(options: OutboxOptions): Outbox {
           'outbox.enqueueSync: pass the better-sqlite3 Database',
         );
       checkDefinition(event);
+      if (options.registry !== undefined && !registered.has(event))
+        throw new TidingsError(
+          ErrorCode.INVALID_CONFIG,
+          `outbox.enqueueSync: ${event.type} version ${event.version} is not registered with the outbox's schema ` +
+            'registry yet, and enqueueSync cannot wait for it; call await outbox.registerSchemas([...]) at start-up',
+          { eventType: event.type },
+        );
       const id = opts.id ?? ids();
       const outcome = event.schema['~standard'].validate(data);
       if (outcome instanceof Promise)
@@ -268,6 +298,12 @@ export function createOutbox(options: OutboxOptions): Outbox {
       requireSqliteTransaction(db, 'outbox.enqueueSync');
       for (const [sql, params] of statements.enqueue(row)) runSqliteSync(db, sql, params);
       return result;
+    },
+    async registerSchemas(definitions) {
+      for (const definition of definitions) {
+        checkDefinition(definition);
+        await ensureRegistered(definition);
+      }
     },
     schemaSql: () => [...statements.ddl],
     async setup() {

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import {
   createBus,
   createMemoryTransport,
@@ -8,7 +9,9 @@ import {
   type Envelope,
   type Transport,
 } from '../../src/index.js';
+import { defineEvent } from '../../src/index.js';
 import { createOutbox, type Outbox, type OutboxOptions } from '../../src/outbox/index.js';
+import { createMemorySchemaStore, createSchemaRegistry } from '../../src/registry/index.js';
 import { createFakeClock, waitUntil } from '../../src/testing/index.js';
 import { OrderPlaced, createOrdersTable, openTestDb, type DialectName, type TestDb } from './helpers.js';
 
@@ -82,6 +85,42 @@ describe.each(['postgres', 'mysql', 'sqlite'] as const)('outbox on %s', (dialect
       .catch((e: unknown) => e);
     expect(isTidingsError(notATransaction, 'INVALID_CONFIG')).toBe(true);
     expect(await outbox.status()).toEqual({ backlog: 0, oldestAgeMs: null, maxAttempts: 0 });
+  });
+
+  it('refuses at enqueue an event version the schema registry forbids, writing nothing', async () => {
+    const registry = createSchemaRegistry({ store: createMemorySchemaStore() });
+    const { db, outbox } = await setup(dialect, { registry });
+    await db.tx((tx) => outbox.enqueue(tx, OrderPlaced, { orderId: 'o-1', n: 1 }));
+    expect(await registry.versions('OrderPlaced')).toEqual([1]);
+    // v2 makes a new field required: BACKWARD forbids it (a v2 reader cannot read v1 events).
+    const OrderPlacedV2 = defineEvent('OrderPlaced', {
+      schema: z.object({ orderId: z.string(), n: z.number().int(), currency: z.string() }),
+      key: 'orderId',
+      topic: 'orders',
+      version: 2,
+      upcast: { 1: (v1) => ({ ...(v1 as object), currency: 'EUR' }) },
+    });
+    const refused = await db
+      .tx((tx) => outbox.enqueue(tx, OrderPlacedV2, { orderId: 'o-2', n: 2, currency: 'USD' }))
+      .catch((error: unknown) => error);
+    expect(isTidingsError(refused, 'SCHEMA_INCOMPATIBLE')).toBe(true);
+    expect((await outbox.status()).backlog).toBe(1);
+    if (dialect === 'sqlite') {
+      // enqueueSync cannot wait for the registry: it needs the definition registered first (checked before the
+      // database is touched).
+      const unusedSqlite = {
+        prepare: () => {
+          throw new Error('not reached');
+        },
+      };
+      expect(() =>
+        outbox.enqueueSync(unusedSqlite, OrderPlacedV2, { orderId: 'o-3', n: 3, currency: 'USD' }),
+      ).toThrow(/not registered with the outbox's schema registry yet/);
+    }
+    await expect(outbox.registerSchemas([OrderPlacedV2])).rejects.toMatchObject({
+      code: 'SCHEMA_INCOMPATIBLE',
+    });
+    await registry.close();
   });
 
   it('publishes each key in enqueue order with the envelope fixed at enqueue, then removes the rows', async () => {
