@@ -222,8 +222,7 @@ async function runUpcasters(
   if (chain.size === 0) return data;
   let value = data;
   for (let from = fromVersion; from < version; from++) {
-    const step = chain.get(from);
-    if (step === undefined) continue;
+    const step = chain.get(from)!; // checkUpcasters requires one step for every earlier version
     try {
       value = await step(value);
     } catch (error) {

@@ -12,7 +12,15 @@ import mysql2 from 'mysql2/promise';
 import pg from 'pg';
 import { z } from 'zod';
 import { defineEvent } from '../../src/index.js';
-import { mysql, postgres, sqlite, type OutboxDatabase } from '../../src/outbox/index.js';
+import {
+  createOutbox,
+  mysql,
+  postgres,
+  sqlite,
+  type Outbox,
+  type OutboxDatabase,
+  type OutboxOptions,
+} from '../../src/outbox/index.js';
 
 export const postgresUrl = process.env['TIDINGS_POSTGRES_URL'] ?? 'postgresql://postgres@127.0.0.1:5432/test';
 export const mariadbUrl = process.env['TIDINGS_MARIADB_URL'] ?? 'mysql://root@127.0.0.1:3306/test';
@@ -190,6 +198,27 @@ export async function openTestDb(dialect: DialectName): Promise<TestDb> {
 }
 
 /** A business table `orders (id, n)` in the fixture's database. */
+/**
+ * A test database of `dialect` (pushed onto `opened`, for the caller to close) with an outbox table of its own,
+ * created with `options`.
+ */
+export async function openOutbox(
+  opened: TestDb[],
+  dialect: DialectName,
+  options: Partial<OutboxOptions> = {},
+): Promise<{ db: TestDb; outbox: Outbox }> {
+  const db = await openTestDb(dialect);
+  opened.push(db);
+  const outbox = createOutbox({
+    database: db.database,
+    table: db.table('outbox'),
+    service: 'shop',
+    ...options,
+  });
+  await outbox.setup();
+  return { db, outbox };
+}
+
 export async function createOrdersTable(db: TestDb): Promise<string> {
   const name = db.table('orders');
   const quoted = db.dialect === 'mysql' ? `\`${name}\`` : name;

@@ -13,7 +13,14 @@ import { defineEvent } from '../../src/index.js';
 import { createOutbox, type Outbox, type OutboxOptions } from '../../src/outbox/index.js';
 import { createMemorySchemaStore, createSchemaRegistry } from '../../src/registry/index.js';
 import { createFakeClock, waitUntil } from '../../src/testing/index.js';
-import { OrderPlaced, createOrdersTable, openTestDb, type DialectName, type TestDb } from './helpers.js';
+import {
+  OrderPlaced,
+  createOrdersTable,
+  openTestDb,
+  type DialectName,
+  type TestDb,
+  openOutbox,
+} from './helpers.js';
 
 // The transactional outbox on the real servers: PostgreSQL, MariaDB and SQLite, each test with tables of its own.
 
@@ -24,18 +31,8 @@ afterEach(async () => {
   for (const db of opened.splice(0)) await db.close();
 });
 
-async function setup(dialect: DialectName, options: Partial<OutboxOptions> = {}) {
-  const db = await openTestDb(dialect);
-  opened.push(db);
-  const outbox = createOutbox({
-    database: db.database,
-    table: db.table('outbox'),
-    service: 'shop',
-    ...options,
-  });
-  await outbox.setup();
-  return { db, outbox };
-}
+const setup = (dialect: DialectName, options: Partial<OutboxOptions> = {}) =>
+  openOutbox(opened, dialect, options);
 
 /** A bus on `transport` whose group `g` records every handled envelope, in order. */
 function recordingBus(transport: Transport, seen: Envelope[], group = 'g'): Bus {

@@ -13,7 +13,7 @@ import {
 import { createInbox, createOutbox, type OutboxOptions } from '../../src/outbox/index.js';
 import { laneOf } from '../../src/outbox/names.js';
 import { createFakeClock, waitUntil } from '../../src/testing/index.js';
-import { OrderPlaced, openTestDb, type DialectName, type TestDb } from './helpers.js';
+import { OrderPlaced, openTestDb, type DialectName, type TestDb, openOutbox } from './helpers.js';
 
 // The relay and the clean-ups under trouble, on the real servers: a row the transport refuses holds back only its
 // own lane, purges keep up with more than one chunk per tick, and an error retrying cannot fix stops the relay.
@@ -25,18 +25,8 @@ afterEach(async () => {
   for (const db of opened.splice(0)) await db.close();
 });
 
-async function setup(dialect: DialectName, options: Partial<OutboxOptions> = {}) {
-  const db = await openTestDb(dialect);
-  opened.push(db);
-  const outbox = createOutbox({
-    database: db.database,
-    table: db.table('outbox'),
-    service: 'shop',
-    ...options,
-  });
-  await outbox.setup();
-  return { db, outbox };
-}
+const setup = (dialect: DialectName, options: Partial<OutboxOptions> = {}) =>
+  openOutbox(opened, dialect, options);
 
 function bus(transport: Transport, seen?: Envelope[], events = [OrderPlaced]): Bus {
   const created = createBus({ service: 'relay', transport, logger: silentLogger });
