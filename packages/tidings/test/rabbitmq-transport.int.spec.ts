@@ -291,6 +291,28 @@ describe.skipIf(missing !== undefined)(
       expect(heldByA).toHaveLength(2); // A gets nothing of partition 1 any more
     });
 
+    it('members of a new group joining at the same moment keep the connection: none publishes before the group stream has a leader', async () => {
+      // RabbitMQ answers the declare of a stream another client is still creating before the stream has a leader;
+      // a publish in that window made the broker close the whole connection (a "channel closed" in every user of it).
+      const transports = Array.from({ length: 4 }, () => open());
+      const topic = unique('join');
+      await transports[0]!.admin.createTopic(topic, { partitions: 4 });
+      await Promise.all(transports.map((transport) => transport.admin.listTopics())); // connected, registry read
+      const epochOf = (transport: Transport) =>
+        (transport as unknown as { connector: { epoch: number } }).connector.epoch;
+      for (let round = 0; round < 20; round++) {
+        const group = unique('g');
+        const members = transports.map((transport) =>
+          subscribe(transport, { group, topics: [topic], startFrom: 'latest' }),
+        );
+        await waitUntil(() => members.every((member) => member.assignments().length === 1), {
+          timeoutMs: 20_000,
+        });
+        await Promise.all(members.map((member) => member.close()));
+      }
+      expect(transports.map(epochOf)).toEqual([0, 0, 0, 0]);
+    });
+
     it('refuses resetOffsets with CONFLICT while a member is live, and resets once none is', async () => {
       const transport = open();
       const topic = unique('reset');

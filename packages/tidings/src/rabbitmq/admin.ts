@@ -15,13 +15,13 @@ import {
   type TransportAdmin,
 } from '../core/transport.js';
 import { decodeRecord, timestampOf } from './codec.js';
-import type { Connector } from './connection.js';
+import { unavailable, type Connector } from './connection.js';
 import { MembershipView, type Announcement, type MemberState, type OwnedPartition } from './membership.js';
 import type { Names } from './names.js';
 import type { ResolvedOptions } from './options.js';
 import { laterCommit, parseCommit, type Commit, type Position } from './positions.js';
 import type { Registry, TopicEntry } from './registry.js';
-import { publishConfirmed, readToMarker, scanStream } from './streams.js';
+import { publishConfirmed, readToMarker, scanStream, settleOwnStream, settleQueue } from './streams.js';
 import {
   checkInteger,
   checkName,
@@ -239,6 +239,7 @@ export class RabbitMqAdmin implements TransportAdmin {
     const stream = this.names.groupStream(group);
     const exists = await this.queueInfo(stream);
     if (exists !== undefined) {
+      await settleOwnStream(this.connector, stream);
       // Announcements older than a lease say nothing about who is live; the group's topics are in the registry.
       const since = { timestamp: Date.now() - this.options.memberLeaseMs - 2_000 };
       await readToMarker(this.connector, stream, since, (body) => {
@@ -272,7 +273,8 @@ export class RabbitMqAdmin implements TransportAdmin {
       return result;
     } catch (error) {
       if (this.described.get(group) === entry) this.described.delete(group);
-      throw error;
+      // A channel or connection lost while reading is TRANSPORT_UNAVAILABLE (retryable), not amqplib's bare error.
+      throw unavailable(this.connector.url, error);
     } finally {
       if (this.described.size > 1_000) this.described.clear();
     }
@@ -376,6 +378,7 @@ export class RabbitMqAdmin implements TransportAdmin {
     const queue = this.names.offsetQueue(group, topic, partition);
     const info = await this.queueInfo(queue);
     if (info === undefined || info.consumerCount > 0) return undefined;
+    await settleQueue(this.connector, queue, 'quorum');
     let best: Commit | undefined;
     await this.connector.withChannel(async (channel) => {
       let resolveFirst!: () => void;
@@ -441,6 +444,7 @@ export class RabbitMqAdmin implements TransportAdmin {
           });
           await channel.purgeQueue(queue);
         });
+        await settleQueue(this.connector, queue, 'quorum');
         const commit: Commit = {
           id: `reset-${Date.now()}-${partition}`,
           position: { offset },

@@ -4,6 +4,7 @@
  * what they owned and rejoin.
  */
 import { connect, type Channel, type ChannelModel, type ConfirmChannel } from 'amqplib';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError, ErrorCode, TidingsError } from '../core/errors.js';
 import type { ResolvedOptions } from './options.js';
 
@@ -12,6 +13,10 @@ export class Connector {
   private confirm: Promise<ConfirmChannel> | undefined;
   private closed = false;
   private readonly downListeners = new Set<(epoch: number) => void>();
+  /** Queues known to take traffic (see `settle`), while the shared connection lasts. */
+  private readonly settled = new Map<string, Promise<void>>();
+  /** The connection `settle` probes on, apart from the shared one; opened again after the broker closes it. */
+  private probe: Promise<ChannelModel> | undefined;
   /** Bumped every time a connection is lost; work tagged with an older epoch is stale. */
   epoch = 0;
 
@@ -24,11 +29,10 @@ export class Connector {
     return this.current;
   }
 
-  private async open(): Promise<ChannelModel> {
-    const epoch = this.epoch;
+  private async connect(): Promise<ChannelModel> {
     let timer: NodeJS.Timeout | undefined;
     try {
-      const model = await Promise.race([
+      return await Promise.race([
         // noDelay: a publish waits for its confirmation, so Nagle's algorithm would add ~40 ms to every one.
         connect(this.options.url, {
           timeout: this.options.connectTimeoutMs,
@@ -42,7 +46,15 @@ export class Connector {
           );
         }),
       ]);
+    } finally {
       clearTimeout(timer);
+    }
+  }
+
+  private async open(): Promise<ChannelModel> {
+    const epoch = this.epoch;
+    try {
+      const model = await this.connect();
       if (this.closed || epoch !== this.epoch) {
         await model.close().catch(() => undefined);
         throw this.closed ? closedError() : new Error('connection superseded');
@@ -52,7 +64,6 @@ export class Connector {
       model.on('close', () => this.lost(epoch));
       return model;
     } catch (error) {
-      clearTimeout(timer);
       if (epoch === this.epoch) {
         this.current = undefined;
         this.confirm = undefined;
@@ -67,6 +78,7 @@ export class Connector {
     this.epoch++;
     this.current = undefined;
     this.confirm = undefined;
+    this.settled.clear();
     for (const listener of [...this.downListeners]) listener(this.epoch);
   }
 
@@ -124,6 +136,88 @@ export class Connector {
     }
   }
 
+  /**
+   * Resolves once `queue`, a stream or quorum queue just declared (by this client or by another at the same moment),
+   * takes traffic; call it between the declare and the first publish or consume on the shared connection. Each
+   * queue is settled once per shared connection; concurrent calls share one settling.
+   *
+   * RabbitMQ answers the declare of a queue that another client is still creating as soon as its record exists,
+   * before the stream has a leader or the quorum queue's Raft member runs. The first publish or consume on a
+   * channel in that window is a connection-level error ("Stream not found", or an internal error in the broker),
+   * which would drop the shared connection and every channel on it. So `probe` runs first on a channel of a
+   * connection kept apart for this, again after a short pause until it succeeds, within `maxMs`; a probe must leave
+   * the queue as it found it (a marker readers skip, or a consumer cancelled before it acknowledges anything).
+   *
+   * @throws {TidingsError} `TRANSPORT_UNAVAILABLE` when the queue still refuses after `maxMs`; `CLOSED` once closed.
+   */
+  settle(queue: string, probe: (channel: ConfirmChannel) => Promise<void>, maxMs = 10_000): Promise<void> {
+    if (this.closed) return Promise.reject(closedError());
+    const known = this.settled.get(queue);
+    if (known !== undefined) return known;
+    if (this.settled.size >= 10_000) this.settled.clear();
+    const settling = this.settleNow(queue, probe, maxMs);
+    this.settled.set(queue, settling);
+    settling.catch(() => {
+      if (this.settled.get(queue) === settling) this.settled.delete(queue);
+    });
+    return settling;
+  }
+
+  private async settleNow(
+    queue: string,
+    probe: (channel: ConfirmChannel) => Promise<void>,
+    maxMs: number,
+  ): Promise<void> {
+    const deadline = performance.now() + maxMs;
+    let pauseMs = 10;
+    for (;;) {
+      if (this.closed) throw closedError();
+      let channel: ConfirmChannel | undefined;
+      try {
+        const model = await this.probeConnection();
+        channel = await model.createConfirmChannel();
+        channel.on('error', () => undefined);
+        const closedChannel = new Promise<never>((_, reject) =>
+          channel!.on('close', () => reject(new Error(`the broker closed the channel probing '${queue}'`))),
+        );
+        await Promise.race([probe(channel), closedChannel]);
+        return;
+      } catch (error) {
+        if (this.closed) throw closedError();
+        if (performance.now() + pauseMs > deadline) {
+          throw new TidingsError(
+            ErrorCode.TRANSPORT_UNAVAILABLE,
+            `Queue '${queue}' on RabbitMQ at ${this.options.displayUrl} did not take traffic within ${maxMs} ms ` +
+              `of being declared: ${describeError(error)}.`,
+            { queue, cause: error },
+          );
+        }
+      } finally {
+        await closeQuietly(channel);
+      }
+      await sleep(pauseMs);
+      pauseMs = Math.min(pauseMs * 2, 200);
+    }
+  }
+
+  private probeConnection(): Promise<ChannelModel> {
+    const existing = this.probe;
+    if (existing !== undefined) return existing;
+    const opened = this.connect().then((model) => {
+      model.on('error', () => undefined);
+      model.on('close', () => {
+        if (this.probe === opened) this.probe = undefined;
+      });
+      if (this.closed) void model.close().catch(() => undefined);
+      return model;
+    });
+    this.probe = opened;
+    opened.catch(() => {
+      if (this.probe === opened) this.probe = undefined;
+    });
+    return opened;
+  }
+
   get url(): string {
     return this.options.displayUrl;
   }
@@ -136,6 +230,10 @@ export class Connector {
     this.current = undefined;
     this.confirm = undefined;
     this.downListeners.clear();
+    this.settled.clear();
+    const probe = this.probe;
+    this.probe = undefined;
+    if (probe !== undefined) await (await probe.catch(() => undefined))?.close().catch(() => undefined);
     if (current !== undefined) {
       const model = await current.catch(() => undefined);
       await model?.close().catch(() => undefined);

@@ -16,7 +16,14 @@ import type { ResolvedOptions } from './options.js';
 import { PartitionOwner, type OwnerHost } from './partition-owner.js';
 import { positionOf, type Position } from './positions.js';
 import type { Registry } from './registry.js';
-import { declareStream, isMarker, markerHeader, markerText, publishConfirmed } from './streams.js';
+import {
+  declareStream,
+  isMarker,
+  markerHeader,
+  markerText,
+  publishConfirmed,
+  settleOwnStream,
+} from './streams.js';
 import type { CheckedSubscribeOptions } from './validation.js';
 import { iterateOnce } from '../core/subscription-iterator.js';
 
@@ -343,7 +350,7 @@ class Session {
       return declareStream(control, groupStream, {
         'x-max-age': groupStreamMaxAge,
         'x-stream-max-segment-size-bytes': 1024 * 1024,
-      });
+      }).then(() => settleOwnStream(connector, groupStream));
     });
     await Promise.all([
       channels,

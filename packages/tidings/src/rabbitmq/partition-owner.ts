@@ -22,7 +22,7 @@ import { cancelAndClose, withTimeout, type Connector } from './connection.js';
 import type { Names } from './names.js';
 import type { ResolvedOptions } from './options.js';
 import { laterCommit, parseCommit, streamStartOf, type Commit, type Position } from './positions.js';
-import { publishConfirmed, streamOffsetArgument } from './streams.js';
+import { publishConfirmed, settleQueue, streamOffsetArgument } from './streams.js';
 import { describeValue } from './validation.js';
 
 /** What the owner needs from its member. */
@@ -115,6 +115,7 @@ export class PartitionOwner {
       durable: true,
       arguments: { 'x-queue-type': 'quorum', 'x-single-active-consumer': true },
     });
+    await settleQueue(this.host.connector, this.queue, 'quorum');
     if (info.messageCount === 0 && info.consumerCount === 0) {
       const commit: Commit = { id: randomUUID(), position: this.host.startPosition, at: Date.now() };
       await publishConfirmed(

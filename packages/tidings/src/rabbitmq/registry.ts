@@ -8,7 +8,7 @@ import { ErrorCode, TidingsError } from '../core/errors.js';
 import type { TopicConfig } from '../core/transport.js';
 import type { Connector } from './connection.js';
 import type { Names } from './names.js';
-import { declareStream, publishConfirmed, readToMarker } from './streams.js';
+import { declareStream, publishConfirmed, readToMarker, settleOwnStream, settleQueue } from './streams.js';
 
 export interface TopicEntry extends TopicConfig {
   name: string;
@@ -48,6 +48,7 @@ export class Registry {
     const epoch = this.connector.epoch;
     if (this.declaredEpoch === epoch) return;
     await this.connector.withChannel((channel) => declareStream(channel, this.names.registry));
+    await settleOwnStream(this.connector, this.names.registry);
     this.declaredEpoch = epoch;
   }
 
@@ -132,6 +133,7 @@ export class Registry {
         partitions.map(async (partition) => {
           const stream = this.names.partitionStream(name, partition);
           await declareStream(channel, stream, args);
+          await settleQueue(this.connector, stream, 'stream');
           await channel.bindQueue(stream, exchange, String(partition));
         }),
       );

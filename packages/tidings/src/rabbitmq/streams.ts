@@ -165,6 +165,32 @@ export async function declareStream(
   await channel.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'stream', ...args } });
 }
 
+/**
+ * Resolves once one of the transport's own streams (registry, group streams), just declared, takes traffic: the
+ * probe publishes a marker, which every reader of these streams skips. See `Connector.settle`.
+ */
+export function settleOwnStream(connector: Connector, stream: string): Promise<void> {
+  return connector.settle(stream, (channel) =>
+    publishConfirmed(channel, '', stream, Buffer.from('{}'), { headers: { [markerHeader]: randomUUID() } }),
+  );
+}
+
+/**
+ * Resolves once a queue that holds records or positions (a partition stream, an offset queue), just declared,
+ * takes traffic: the probe consumes it and cancels at once, acknowledging nothing (a stream from `next`, so nothing
+ * is read; a quorum queue gets back whatever was handed out when the channel closes). See `Connector.settle`.
+ */
+export function settleQueue(connector: Connector, queue: string, kind: 'stream' | 'quorum'): Promise<void> {
+  return connector.settle(queue, async (channel) => {
+    await channel.prefetch(1);
+    const { consumerTag } = await channel.consume(queue, () => undefined, {
+      noAck: false,
+      ...(kind === 'stream' ? { arguments: { 'x-stream-offset': 'next' } } : {}),
+    });
+    await channel.cancel(consumerTag);
+  });
+}
+
 /** Whether a message is a read marker. */
 export function isMarker(message: ConsumeMessage): boolean {
   return (message.properties.headers as Record<string, unknown> | undefined)?.[markerHeader] !== undefined;
