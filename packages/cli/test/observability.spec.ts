@@ -7,7 +7,16 @@ import { Parser } from '@asyncapi/parser';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { createBus, defineEvent, silentLogger, type Bus, type Receipt } from 'tidings';
+import {
+  createBus,
+  defineCommand,
+  defineEvent,
+  silentLogger,
+  topologyHeader,
+  topologyTopic,
+  type Bus,
+  type Receipt,
+} from 'tidings';
 import { waitUntil } from 'tidings/testing';
 import type { CliDeps } from '../src/context.js';
 import { buildServeApp } from '../src/serve/app.js';
@@ -32,6 +41,10 @@ const RefundIssued = defineEvent('RefundIssued', {
   schema: z.object({ orderId: z.string() }),
   key: 'orderId',
   topic: 'payments',
+});
+const ShipOrder = defineCommand('ShipOrder', {
+  schema: z.object({ orderId: z.string() }),
+  key: 'orderId',
 });
 
 let transport: ReturnType<typeof createTestTransport>;
@@ -169,6 +182,40 @@ describe('tidings topology', () => {
 
   it('says when nothing was recorded yet', async () => {
     expect((await tidings(['topology'])).stdout).toMatch(/^No topology recorded in .* yet/);
+  });
+
+  it("takes a type's kind and schema from a fact that states them, when an outbox relay's fact came first", async () => {
+    // What a bus relaying stored envelopes records: type, topic and schema version, no kind, no schema.
+    const relayed = {
+      v: 1,
+      fact: 'produces',
+      service: 'relayer',
+      how: 'observed',
+      messages: [{ type: 'ShipOrder', topic: 'commands.ShipOrder', version: 1 }],
+      at: Date.now(),
+    };
+    await transport.publish(topologyTopic, [
+      {
+        key: 'relayer',
+        headers: { [topologyHeader]: '1', 'content-type': 'application/json' },
+        value: Buffer.from(JSON.stringify(relayed)),
+      },
+    ]);
+    const shipping = createBus({ service: 'shipping', transport, logger: silentLogger });
+    buses.push(shipping);
+    shipping.handle('shipper', [ShipOrder], () => undefined);
+    await shipping.close();
+    const json = JSON.parse((await tidings(['topology', '--format', 'json'])).stdout) as {
+      types: Array<{ type: string; kind: string; hasSchema: boolean; producers: Array<{ service: string }> }>;
+    };
+    expect(json.types).toEqual([
+      expect.objectContaining({
+        type: 'ShipOrder',
+        kind: 'command',
+        hasSchema: true,
+        producers: [{ service: 'relayer', declared: false, observed: true }],
+      }),
+    ]);
   });
 
   it('records each fact once per bus life, and nothing for a bus with topology: false', async () => {

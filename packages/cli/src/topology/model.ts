@@ -34,6 +34,8 @@ export interface Topology {
 interface Building {
   type: string;
   kind: 'event' | 'command';
+  /** Whether a fact stated the kind (one an outbox relay wrote does not; `event` is then assumed). */
+  kindStated: boolean;
   topic: string;
   version: number;
   schema: JsonSchema | undefined;
@@ -63,7 +65,8 @@ export async function readTopology(transport: Transport): Promise<Topology> {
             if (!entry) {
               entry = {
                 type: message.type,
-                kind: message.kind === 'command' ? 'command' : 'event',
+                kind: 'event',
+                kindStated: false,
                 topic: message.topic,
                 version: 0,
                 schema: undefined,
@@ -71,6 +74,10 @@ export async function readTopology(transport: Transport): Promise<Topology> {
                 consumers: new Map(),
               };
               types.set(message.type, entry);
+            }
+            if (!entry.kindStated && message.kind !== undefined) {
+              entry.kind = message.kind === 'command' ? 'command' : 'event';
+              entry.kindStated = true;
             }
             const version = typeof message.version === 'number' ? message.version : 1;
             if (version >= entry.version) {

@@ -14,7 +14,8 @@ import type { InboxStore } from './inbox.js';
 import { createMemoryParking, type ParkedKey, type ParkedKeyRef, type ParkingStore } from './parking.js';
 import { validateWithSchema } from './schema.js';
 import type { OutgoingRecord, Transport } from './transport.js';
-import type { Instrumentation, PublishScope } from './instrumentation.js';
+import type { Instrumentation, PublishOutcome, PublishScope } from './instrumentation.js';
+import { applyTraceContext, endPublishScope, openPublishScope } from './publish-scope.js';
 import { createTopologyRecorder } from './topology.js';
 import { createOutcomeJournal } from './outcomes.js';
 import type { Relay, RelaySource } from './relay.js';
@@ -62,8 +63,8 @@ export interface BusOptions {
   registry?: { ensureRegistered(definition: MessageDefinition): Promise<void> };
   /**
    * Observes every publish and delivery: tracing and metrics. `createOtelInstrumentation()` from `tidings/otel`
-   * gives OpenTelemetry spans, trace context in every envelope, and metrics. Default: none (the seam then costs
-   * nothing per event).
+   * gives OpenTelemetry spans, trace context in every envelope, and metrics; it also sees the events this bus's
+   * outbox relays publish (see `startRelay`). Default: none (the seam then costs nothing per event).
    */
   instrumentation?: Instrumentation;
   /**
@@ -73,7 +74,8 @@ export interface BusOptions {
   produces?: readonly MessageDefinition[];
   /**
    * Whether the bus records what it produces and consumes on the transport's `__topology` topic (each fact once
-   * per bus life), for `tidings topology`, `tidings asyncapi` and `tidings trace`. Default `true`.
+   * per bus life), for `tidings topology`, `tidings asyncapi` and `tidings trace`. Types its outbox relays publish
+   * count as produced by this bus. Default `true`.
    */
   topology?: boolean;
   /**
@@ -168,6 +170,10 @@ export interface Bus {
    * transport and wire mode, per key in the order they were enqueued, in batches, until it is closed or the bus
    * closes. The envelopes were built at enqueue, so a re-publish after a crash carries the same event id and the
    * consumers' inbox drops it. Several relays (in this or other processes) may run on one outbox safely.
+   *
+   * The bus's `instrumentation` sees each relayed event as a `publish` (with `relayed: true`, parented on the stored
+   * trace context; the stored envelope is not rewritten), and its topology records each relayed type as produced by
+   * this bus's service.
    *
    * Throws `CLOSED` when the bus is closed and `INVALID_CONFIG` for a bad option or an outbox without a database
    * connection for relaying.
@@ -300,24 +306,27 @@ export function createBus(options: BusOptions = {}): Bus {
       source,
       now: clock.now(),
     });
-    const scope = instrumentation?.publish?.({
-      service,
-      operation: kind === 'event' ? 'publish' : 'send',
-      system: transport.name,
-      topic: definition.topic,
-      type: definition.type,
-      id,
-      key,
-      correlationId: envelope.correlationid ?? id,
-      causationId: envelope.causationid,
-      traceparent: envelope.traceparent,
-      tracestate: envelope.tracestate,
-    });
-    if (scope?.traceparent !== undefined) {
-      envelope.traceparent = scope.traceparent;
-      if (scope.tracestate === undefined) delete envelope.tracestate;
-      else envelope.tracestate = scope.tracestate;
-    }
+    const scope =
+      instrumentation === undefined
+        ? undefined
+        : openPublishScope(
+            instrumentation,
+            {
+              service,
+              operation: kind === 'event' ? 'publish' : 'send',
+              system: transport.name,
+              topic: definition.topic,
+              type: definition.type,
+              id,
+              key,
+              correlationId: envelope.correlationid ?? id,
+              causationId: envelope.causationid,
+              traceparent: envelope.traceparent,
+              tracestate: envelope.tracestate,
+            },
+            logger,
+          );
+    applyTraceContext(envelope, scope);
     const encoded = encodeEnvelope(envelope, wireMode);
     const size = encodedSize(encoded) + Buffer.byteLength(key);
     if (size > maxEventBytes) {
@@ -346,13 +355,8 @@ export function createBus(options: BusOptions = {}): Bus {
   }
 
   /** Ends a publish scope; an instrumentation that throws is logged, never allowed to fail the publish. */
-  function endScope(scope: PublishScope | undefined, outcome: Parameters<PublishScope['end']>[0]): void {
-    if (scope === undefined) return;
-    try {
-      scope.end(outcome);
-    } catch (error) {
-      logger.warn({ service, err: error }, 'the instrumentation failed to end a publish; ignored');
-    }
+  function endScope(scope: PublishScope | undefined, outcome: PublishOutcome): void {
+    endPublishScope(scope, outcome, logger, service);
   }
 
   async function write(topic: string, records: OutgoingRecord[], signal: AbortSignal | undefined) {
@@ -579,7 +583,18 @@ export function createBus(options: BusOptions = {}): Bus {
     consumers: () => [...consumers],
     startRelay(outbox, relayOptions) {
       ensureOpen();
-      const relay = outbox.startRelay({ transport, wireMode, logger, clock, service }, relayOptions);
+      const relay = outbox.startRelay(
+        {
+          transport,
+          wireMode,
+          logger,
+          clock,
+          service,
+          instrumentation: instrumentation?.publish === undefined ? undefined : instrumentation,
+          topology,
+        },
+        relayOptions,
+      );
       relays.add(relay);
       void relay.closed.then(() => relays.delete(relay));
       return relay;

@@ -1,19 +1,29 @@
 /**
  * The instrumentation seam: how tracing and metrics (e.g. `tidings/otel`) observe the bus without the core knowing
  * any telemetry library. The bus calls {@link Instrumentation.publish} for every message it is about to write and
- * {@link Instrumentation.deliver} for every delivery its consumers settle. When no instrumentation is configured
- * the bus skips these calls entirely: nothing is allocated per event for the seam.
+ * {@link Instrumentation.deliver} for every delivery its consumers settle; a transactional outbox calls `publish`
+ * (operation `create`) for every event it stores, and an outbox relay (operation `publish`, `relayed`) for every
+ * stored event it publishes. When no instrumentation is configured these calls are skipped entirely: nothing is
+ * allocated per event for the seam.
  */
 import type { Envelope } from './envelope.js';
 import type { PublishAck } from './transport.js';
 
-/** What the bus is about to publish, before the envelope is encoded. */
+/** What the bus (or an outbox, or an outbox relay) is about to publish, before the envelope is encoded. */
 export interface PublishInfo {
-  /** The publishing bus's service name. */
+  /** The publishing bus's service name; for `create`, the outbox's; for a relayed event, the relaying bus's. */
   readonly service: string;
-  /** `publish` for an event, `send` for a command. */
-  readonly operation: 'publish' | 'send';
-  /** The transport's name (`log`, `memory`, `nats`, ...). */
+  /**
+   * `publish` for an event, `send` for a command, `create` for a message stored in a transactional outbox
+   * (`outbox.enqueue`): created now, inside the caller's transaction, and sent later by a relay, which reports its
+   * own `publish` with {@link PublishInfo.relayed} set. A relay cannot tell a stored event from a stored command, so
+   * it always reports `publish`.
+   */
+  readonly operation: 'publish' | 'send' | 'create';
+  /**
+   * The transport's name (`log`, `memory`, `nats`, ...). For `create` it is `tidings`: the outbox's database is not a
+   * messaging system, and the transport is only chosen when a relay publishes the event.
+   */
   readonly system: string;
   readonly topic: string;
   readonly type: string;
@@ -29,19 +39,37 @@ export interface PublishInfo {
    */
   readonly traceparent: string | undefined;
   readonly tracestate: string | undefined;
+  /**
+   * `true` when an outbox relay publishes an event stored earlier by `outbox.enqueue`. `traceparent` / `tracestate`
+   * are then the stored ones (those of the `create` span when the outbox had an instrumentation): they belong to the
+   * event, not to whatever span happens to be active in the relay's loop, so an instrumentation should make them
+   * the parent. The returned scope's `traceparent` is ignored: the relay publishes the stored envelope unchanged, so
+   * consumers stay children of the `create` span and a re-publish after a crash carries the same trace context.
+   */
+  readonly relayed?: boolean;
 }
 
-/** How a publish ended. */
+/**
+ * How a publish ended. `ack` says where the message landed; it is absent for a `create` (the outbox row is written
+ * in the caller's transaction, nothing is on a transport yet).
+ */
 export type PublishOutcome =
-  { readonly ok: true; readonly ack: PublishAck } | { readonly ok: false; readonly error: unknown };
+  | { readonly ok: true; readonly ack?: PublishAck | undefined }
+  | { readonly ok: false; readonly error: unknown };
 
 /** What an instrumentation returns for one publish: the trace context to write, and the end of the operation. */
 export interface PublishScope {
-  /** Written into the envelope's `traceparent` (replacing the carried one) when defined. */
+  /**
+   * Written into the envelope's `traceparent` (replacing the carried one) when defined; ignored for a relayed
+   * publish (see {@link PublishInfo.relayed}).
+   */
   readonly traceparent?: string | undefined;
   /** Written into the envelope's `tracestate` when `traceparent` is defined. */
   readonly tracestate?: string | undefined;
-  /** Called exactly once, when the publish settled (durable, rejected, or refused before writing). */
+  /**
+   * Called exactly once, when the publish settled (durable, rejected, or refused before writing); for a `create`,
+   * when the outbox row was inserted (not when the caller's transaction commits) or the insert failed.
+   */
   end(outcome: PublishOutcome): void;
 }
 
@@ -94,8 +122,9 @@ export interface DeliveryScope {
 
 /**
  * Observes publishing and handling. Every method is optional and synchronous; an instrumentation must not throw
- * (the bus logs and ignores anything it throws from `end` and `attemptFailed`). `tidings/otel` provides one built on
- * OpenTelemetry; pass it as `createBus({ instrumentation })`.
+ * (the bus logs and ignores anything it throws from `end` and `attemptFailed`; an outbox and its relay also from
+ * `publish`). `tidings/otel` provides one built on OpenTelemetry; pass it as `createBus({ instrumentation })`, and to
+ * `createOutbox({ instrumentation })` so that stored events continue the caller's trace.
  */
 export interface Instrumentation {
   /**

@@ -4,17 +4,35 @@
  */
 import type { Clock } from './clock.js';
 import type { WireMode } from './codec.js';
+import type { Instrumentation } from './instrumentation.js';
 import type { Logger } from './logger.js';
+import type { TopologyRecorder } from './topology.js';
 import type { Transport } from './transport.js';
 
-/** What a relay publishes through: the bus's transport, wire mode, logger and clock. */
+/**
+ * What a relay publishes through: the bus's transport, wire mode, logger and clock, and what observes the bus's
+ * publishes. A relay publishes each stored envelope unchanged (same id, same trace context); `instrumentation` and
+ * `topology` only observe it.
+ */
 export interface RelayTarget {
   transport: Transport;
   wireMode: WireMode;
   logger: Logger;
   clock: Clock;
-  /** The bus's service name, for logs. */
+  /** The bus's service name, for logs, the instrumentation and topology. */
   service: string;
+  /**
+   * The bus's instrumentation, given only when it observes publishes. For each event it sends, the relay calls
+   * `publish` with `relayed: true` and the stored `traceparent` as the carried context, and ends the scope when the
+   * transport acknowledged or refused the event; the scope's `traceparent` is not written (consumers stay children
+   * of the enqueue's `create` span). Absent: no call, nothing allocated per event.
+   */
+  instrumentation?: Instrumentation | undefined;
+  /**
+   * The bus's topology recorder, absent when topology is off: each type the relay published is recorded once as
+   * produced by the bus's service.
+   */
+  topology?: Pick<TopologyRecorder, 'relayed'> | undefined;
 }
 
 /** Counts since the relay started. */

@@ -21,7 +21,11 @@ export const topologySchemaBytesMax = 64 * 1024;
 /** A message type as a topology fact names it. */
 export interface TopologyMessage {
   type: string;
-  kind: 'event' | 'command';
+  /**
+   * Absent in a fact an outbox relay wrote: a stored envelope does not say whether it is an event or a command (a
+   * reader takes the kind from another fact of the type, else assumes `event`).
+   */
+  kind?: 'event' | 'command';
   topic: string;
   version: number;
   /** The payload's JSON Schema, when the definition yields one of at most {@link topologySchemaBytesMax} bytes. */
@@ -30,7 +34,8 @@ export interface TopologyMessage {
 
 /**
  * One topology fact. `consumes`: a handler was registered (`group` handles `messages`); `produces`: the service
- * publishes `messages`, `declared` at `createBus({ produces })` or `observed` on its first publish of each type.
+ * publishes `messages`, `declared` at `createBus({ produces })` or `observed` on its first publish (or outbox relay)
+ * of each type.
  */
 export type TopologyFact =
   | {
@@ -57,8 +62,23 @@ export interface TopologyRecorder {
   consumes(group: string, definitions: readonly MessageDefinition[]): void;
   /** Records the first publish of `definition`'s type by this bus; later calls for the type cost a set lookup. */
   produced(definition: MessageDefinition): void;
+  /**
+   * Records the first relay of a type by this bus's outbox relays, as an `observed` `produces` fact. A relay has the
+   * stored envelope, not the definition: the fact names the type, topic and schema version, without kind or schema.
+   * Nothing is written when the type was already recorded as produced by this bus (with its definition); later calls
+   * for the type cost a set lookup.
+   */
+  relayed(message: RelayedMessage): void;
   /** Resolves once every fact written so far is durable (or failed and was logged). Never rejects. */
   flush(): Promise<void>;
+}
+
+/** What an outbox relay knows of a type it published: from the stored row and envelope. */
+export interface RelayedMessage {
+  type: string;
+  topic: string;
+  /** The envelope's `schemaversion`. */
+  version: number;
 }
 
 /** The topology fact of a definition. */
@@ -131,6 +151,8 @@ export function createTopologyRecorder(options: {
   const { transport, service, logger, clock } = options;
   /** Types whose `observed` fact is written (each once per bus life, declared or not). */
   const observed = new Set<string>();
+  /** Types whose relayed (kind- and schema-less) fact is written; a later `produced` still writes the full one. */
+  const relayedTypes = new Set<string>();
   const handlers = new Set<string>();
   const pending = new Set<Promise<void>>();
   let declaredWritten = options.declared.length === 0;
@@ -187,6 +209,19 @@ export function createTopologyRecorder(options: {
         service,
         how: 'observed',
         messages: [topologyMessage(definition)],
+        at: clock.now(),
+      });
+    },
+    relayed(message) {
+      if (relayedTypes.has(message.type) || observed.has(message.type)) return;
+      relayedTypes.add(message.type);
+      writeDeclared();
+      write({
+        v: 1,
+        fact: 'produces',
+        service,
+        how: 'observed',
+        messages: [{ type: message.type, topic: message.topic, version: message.version }],
         at: clock.now(),
       });
     },

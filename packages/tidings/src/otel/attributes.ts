@@ -29,7 +29,8 @@ export const attr = {
 /**
  * `messaging.system` for a transport name: the semantic conventions' well-known value where there is one
  * (`kafka`, `rabbitmq`, `aws_sqs`, `gcp_pubsub`), else the transport's name; the embedded log and the in-memory
- * transport report `tidings`.
+ * transport report `tidings`, and so does an outbox enqueue (`create`, whose `PublishInfo.system` is `tidings`: the
+ * outbox's database is not a messaging system, and the transport is only chosen when a relay publishes the event).
  */
 export function messagingSystem(transportName: string): string {
   switch (transportName) {

@@ -68,7 +68,11 @@ const secondsSince = (start: number) => (performance.now() - start) / 1000;
  * Tracing: each publish or send is a span of kind PRODUCER named `publish <topic>` (`send <topic>` for commands),
  * and its W3C trace context is written into the envelope's `traceparent` / `tracestate`. Its parent is the active
  * span (inside a handler: the consumer span, when a context manager is registered), else the trace context carried
- * by `ctx.publish`. Each delivery is a span of kind CONSUMER named `process <topic>`, around every attempt of the
+ * by `ctx.publish`. Given to `createOutbox({ instrumentation })`, each enqueue is a PRODUCER span `create <topic>`
+ * (`messaging.operation.type` `create`, `messaging.system` `tidings`), parented the same way, whose context is
+ * stored with the event; the relay's publish of it is a PRODUCER span `publish <topic>` that is a child of (and
+ * links to) that stored context, whatever span is active in the relay, and the envelope keeps the `create` span's
+ * context, so consumers are children of the `create` span. Each delivery is a span of kind CONSUMER named `process <topic>`, around every attempt of the
  * handler (failed attempts are recorded as exceptions), parented as {@link ConsumerSpanParent} says and active while
  * the handler runs. Attributes follow the OpenTelemetry messaging semantic conventions (see `attr`).
  *
@@ -116,19 +120,29 @@ function publishScope(
   };
   let span: Span | undefined;
   if (tracer !== undefined) {
-    // Parent: the active span, else the trace context the caller carried (ctx.publish without a context manager).
-    let parent: Context = otelContext.active();
-    if (trace.getSpanContext(parent) === undefined) {
-      const carried = parseTraceparent(info.traceparent, info.tracestate);
-      if (carried !== undefined) parent = trace.setSpanContext(parent, carried);
+    let parent: Context;
+    let links: Link[] | undefined;
+    if (info.relayed === true) {
+      // A relayed event's own (stored) context is the parent, never the span the relay loop happens to run in.
+      const stored = parseTraceparent(info.traceparent, info.tracestate);
+      parent = stored === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, stored);
+      if (stored !== undefined) links = [{ context: stored }];
+    } else {
+      // Parent: the active span, else the trace context the caller carried (ctx.publish without a context manager).
+      parent = otelContext.active();
+      if (trace.getSpanContext(parent) === undefined) {
+        const carried = parseTraceparent(info.traceparent, info.tracestate);
+        if (carried !== undefined) parent = trace.setSpanContext(parent, carried);
+      }
     }
     span = tracer.startSpan(
       `${info.operation} ${info.topic}`,
       {
         kind: SpanKind.PRODUCER,
+        ...(links === undefined ? {} : { links }),
         attributes: {
           ...common,
-          [attr.operationType]: 'send',
+          [attr.operationType]: info.operation === 'create' ? 'create' : 'send',
           [attr.messageId]: info.id,
           [attr.conversationId]: info.correlationId,
           [attr.messageType]: info.type,
@@ -150,16 +164,20 @@ function publishScope(
     tracestate: traceState === undefined || traceState === '' ? undefined : traceState,
     end(outcome: PublishOutcome) {
       const attributes: Attributes = { ...common, [attr.messageType]: info.type };
+      // A `create` (an outbox row written) is neither published nor a failed publish: only its duration is recorded.
+      const counted = info.operation !== 'create';
       if (outcome.ok) {
-        span?.setAttribute(attr.partitionId, String(outcome.ack.partition));
-        span?.setAttribute(attr.offset, outcome.ack.offset);
-        metrics?.published.add(1, attributes);
+        if (outcome.ack !== undefined) {
+          span?.setAttribute(attr.partitionId, String(outcome.ack.partition));
+          span?.setAttribute(attr.offset, outcome.ack.offset);
+        }
+        if (counted) metrics?.published.add(1, attributes);
       } else {
         const type = errorType(outcome.error);
         attributes[attr.errorType] = type;
         span?.setAttribute(attr.errorType, type);
         recordError(span, outcome.error);
-        metrics?.publishFailed.add(1, attributes);
+        if (counted) metrics?.publishFailed.add(1, attributes);
       }
       metrics?.publishDuration.record(secondsSince(start), attributes);
       span?.end();

@@ -10,7 +10,7 @@ import { attr } from './attributes.js';
 
 /** The names of the metrics, as exported (Prometheus exporters turn `.` into `_` and add units and `_total`). */
 export const metricNames = {
-  /** Counter: messages durably published (events and commands). */
+  /** Counter: messages durably published (events and commands; an outbox relay's publishes too, enqueues not). */
   published: 'tidings.messages.published',
   /** Counter: publishes that failed or were refused (with `error.type`). */
   publishFailed: 'tidings.messages.publish_failed',
@@ -28,7 +28,10 @@ export const metricNames = {
   duplicates: 'tidings.messages.duplicates',
   /** Histogram, seconds: handling one delivery, every attempt and backoff included. */
   processDuration: 'messaging.process.duration',
-  /** Histogram, seconds: one publish or send, until durable. */
+  /**
+   * Histogram, seconds: one publish or send, until durable; and one outbox enqueue (`messaging.operation.name`
+   * `create`), until its row is inserted.
+   */
   publishDuration: 'messaging.client.operation.duration',
   /** Gauge: records published but not yet processed, per group, topic and partition. */
   lag: 'tidings.consumer.lag',

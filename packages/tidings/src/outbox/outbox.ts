@@ -10,6 +10,9 @@ import { buildEnvelope } from '../core/envelope-builder.js';
 import { ErrorCode, TidingsError } from '../core/errors.js';
 import type { PublishOptions } from '../core/handler.js';
 import { uuidv7, type IdGenerator } from '../core/ids.js';
+import type { Instrumentation, PublishOutcome, PublishScope } from '../core/instrumentation.js';
+import { createConsoleLogger, type Logger } from '../core/logger.js';
+import { applyTraceContext, endPublishScope, openPublishScope } from '../core/publish-scope.js';
 import type { Relay, RelaySource, RelayTarget } from '../core/relay.js';
 import { formatIssues, validateWithSchema } from '../core/schema.js';
 import type { OutboxDatabase } from './database.js';
@@ -50,6 +53,22 @@ export interface OutboxOptions {
    * `await enqueue`, or call `await outbox.registerSchemas([...])` at start-up). Default: none.
    */
   registry?: { ensureRegistered(definition: MessageDefinition): Promise<void> };
+  /**
+   * Observes each enqueue, as `createBus({ instrumentation })` observes a publish; pass the same
+   * `createOtelInstrumentation()`. For each event, after validation and before the row is built, `publish` is called
+   * with operation `create` (system `tidings`: the transport is chosen later, by the relay), and the returned trace
+   * context is stored in the envelope: with `tidings/otel`, a PRODUCER span `create <topic>` that is a child of the
+   * active span (else of the `traceparent` given in the enqueue options), so the consumers of the relayed event join
+   * the caller's trace. The scope ends when the row is inserted (not at commit) or the insert failed. Anything the
+   * instrumentation throws is logged on `logger` and ignored: it never fails an enqueue. Default: none (nothing is
+   * called or allocated per event).
+   */
+  instrumentation?: Instrumentation;
+  /**
+   * Where the outbox reports what it ignores (an instrumentation that threw). Default: JSON lines on stderr at level
+   * `warn` (or `TIDINGS_LOG_LEVEL`).
+   */
+  logger?: Logger;
 }
 
 /** Per-event options of `enqueue`: those of `publish`, without the signal. */
@@ -85,6 +104,10 @@ export interface Outbox extends RelaySource<RelayOptions> {
    * connection inside a transaction, a `better-sqlite3` database inside BEGIN (see `enqueueSync` for
    * `db.transaction()`), a Kysely transaction, or `fromDrizzle(tx, sql, dialect)`. Nothing is published until your
    * transaction commits; if it rolls back, the event never existed.
+   *
+   * Trace context: the envelope keeps `options.traceparent` / `tracestate`, unless the outbox has an
+   * `instrumentation`, whose `create` scope's trace context is stored instead (with `tidings/otel`: a child of the
+   * active span, else of `options.traceparent`). The relay publishes it unchanged.
    *
    * Rejects before writing with `VALIDATION_FAILED` (bad data, empty or over-long key), `EVENT_TOO_LARGE` or
    * `INVALID_CONFIG` (not a definition, not a transaction handle, or no transaction open on a better-sqlite3
@@ -165,6 +188,10 @@ export function createOutbox(options: OutboxOptions): Outbox {
   const clock = options.clock ?? systemClock;
   const ids = options.idGenerator ?? uuidv7;
   const statements: OutboxStatements = outboxStatements(dialect, table);
+  const instrumentation =
+    options.instrumentation?.publish === undefined ? undefined : options.instrumentation;
+  let logger = options.logger;
+  const log = (): Logger => (logger ??= createConsoleLogger());
 
   function checkDefinition(event: unknown): asserts event is MessageDefinition {
     if (!isDefinition(event))
@@ -194,18 +221,42 @@ export function createOutbox(options: OutboxOptions): Outbox {
         `${definition.type} was not enqueued: its id is over ${maxIdLength} characters; use a shorter id`,
         details,
       );
+    const scope =
+      instrumentation === undefined
+        ? undefined
+        : openPublishScope(
+            instrumentation,
+            {
+              service,
+              operation: 'create',
+              system: 'tidings',
+              topic: definition.topic,
+              type: definition.type,
+              id,
+              key,
+              correlationId: envelope.correlationid ?? id,
+              causationId: envelope.causationid,
+              traceparent: envelope.traceparent,
+              tracestate: envelope.tracestate,
+            },
+            log(),
+          );
+    applyTraceContext(envelope, scope);
     const size =
       Math.max(
         encodedSize(encodeEnvelope(envelope, 'binary')),
         encodedSize(encodeEnvelope(envelope, 'structured')),
       ) + Buffer.byteLength(key);
-    if (size > maxEventBytes)
-      throw new TidingsError(
+    if (size > maxEventBytes) {
+      const error = new TidingsError(
         ErrorCode.EVENT_TOO_LARGE,
         `${definition.type} was not enqueued: it is ${size} bytes encoded, over the limit of ${maxEventBytes} bytes; ` +
           'store large content elsewhere and publish a reference to it, or raise maxEventBytes',
         { ...details, size, limit: maxEventBytes },
       );
+      endScope(scope, { ok: false, error });
+      throw error;
+    }
     const row: OutboxRowInput = {
       eventId: id,
       topic: definition.topic,
@@ -215,7 +266,25 @@ export function createOutbox(options: OutboxOptions): Outbox {
       createdAt: clock.now(),
       keyLock: dialect === 'postgres' ? hashInt32(key) : hash32(key) % keyLockSlots,
     };
-    return { row, result: { id, topic: definition.topic, key } };
+    return { row, result: { id, topic: definition.topic, key }, scope };
+  }
+
+  const endScope = (scope: PublishScope | undefined, outcome: PublishOutcome) =>
+    endPublishScope(scope, outcome, log(), service);
+
+  /** Runs the inserts of prepared rows, ending their scopes (if any) with the outcome. */
+  async function insert(
+    statementsToRun: ReadonlyArray<readonly [string, unknown[]]>,
+    run: (sql: string, params: unknown[]) => Promise<unknown>,
+    scopes: ReadonlyArray<PublishScope | undefined>,
+  ): Promise<void> {
+    try {
+      for (const [sql, params] of statementsToRun) await run(sql, params);
+    } catch (error) {
+      for (const scope of scopes) endScope(scope, { ok: false, error });
+      throw error;
+    }
+    for (const scope of scopes) endScope(scope, { ok: true });
   }
 
   /** Definitions whose schema the registry accepted (what `enqueueSync` may enqueue when there is a registry). */
@@ -245,15 +314,31 @@ export function createOutbox(options: OutboxOptions): Outbox {
     table: table.text,
     async enqueue(tx, event, data, opts) {
       const run = runnerFor(tx, dialect, 'outbox.enqueue');
-      const { row, result } = await prepare(event, data, opts);
-      for (const [sql, params] of statements.enqueue(row)) await run(sql, params);
+      const { row, result, scope } = await prepare(event, data, opts);
+      if (scope === undefined) {
+        for (const [sql, params] of statements.enqueue(row)) await run(sql, params);
+      } else await insert(statements.enqueue(row), run, [scope]);
       return result;
     },
     async enqueueMany(tx, items) {
       const run = runnerFor(tx, dialect, 'outbox.enqueueMany');
-      const prepared = [];
-      for (const item of items) prepared.push(await prepare(item.event, item.data, item.options));
-      for (const [sql, params] of statements.enqueueMany(prepared.map((p) => p.row))) await run(sql, params);
+      const prepared: Array<Awaited<ReturnType<typeof prepare>>> = [];
+      try {
+        for (const item of items) prepared.push(await prepare(item.event, item.data, item.options));
+      } catch (error) {
+        // Every scope that opened ends, also when a later item was refused.
+        for (const p of prepared) endScope(p.scope, { ok: false, error });
+        throw error;
+      }
+      const rows = statements.enqueueMany(prepared.map((p) => p.row));
+      if (instrumentation === undefined) {
+        for (const [sql, params] of rows) await run(sql, params);
+      } else
+        await insert(
+          rows,
+          run,
+          prepared.map((p) => p.scope),
+        );
       return prepared.map((p) => p.result);
     },
     enqueueSync(db, event, data, opts = {}) {
@@ -294,9 +379,15 @@ export function createOutbox(options: OutboxOptions): Outbox {
             retryable: false,
           },
         );
-      const { row, result } = rowOf(event, id, outcome.value, opts);
-      requireSqliteTransaction(db, 'outbox.enqueueSync');
-      for (const [sql, params] of statements.enqueue(row)) runSqliteSync(db, sql, params);
+      const { row, result, scope } = rowOf(event, id, outcome.value, opts);
+      try {
+        requireSqliteTransaction(db, 'outbox.enqueueSync');
+        for (const [sql, params] of statements.enqueue(row)) runSqliteSync(db, sql, params);
+      } catch (error) {
+        endScope(scope, { ok: false, error });
+        throw error;
+      }
+      endScope(scope, { ok: true });
       return result;
     },
     async registerSchemas(definitions) {

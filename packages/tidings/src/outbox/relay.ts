@@ -13,6 +13,12 @@
  * A row the transport refuses holds back its own lane only: the rows of its lane before it are marked, it and the
  * rows after it stay (with `attempts` and `last_error`), the lane is given back and skipped by this relay for a
  * backoff (100 ms doubling to 5 s), and every other lane goes on.
+ *
+ * Observation: with the bus's instrumentation (`RelayTarget.instrumentation`), each event sent is reported as a
+ * `publish` with `relayed: true` and the stored trace context, and its scope ends when the transport acknowledged
+ * or refused it (or it was held back behind a refused event of its lane). The stored envelope is never rewritten:
+ * consumers stay children of the enqueue's `create` span, and a re-publish carries the same trace context. With the
+ * bus's topology (`RelayTarget.topology`), each type published is recorded once as produced by the bus's service.
  */
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
@@ -20,8 +26,10 @@ import { encodeEnvelope } from '../core/codec.js';
 import type { Envelope } from '../core/envelope.js';
 import { ErrorCode, TidingsError, describeError, isTidingsError } from '../core/errors.js';
 import { childLogger, type Logger } from '../core/logger.js';
+import type { Instrumentation, PublishScope } from '../core/instrumentation.js';
+import { endPublishScope, openPublishScope } from '../core/publish-scope.js';
 import type { Relay, RelayStats, RelayTarget } from '../core/relay.js';
-import type { OutgoingRecord } from '../core/transport.js';
+import type { OutgoingRecord, PublishAck } from '../core/transport.js';
 import type { DatabaseSession, OutboxDatabase } from './database.js';
 import { laneLocks, type LaneLocks } from './lane-locks.js';
 import { outboxLanes, type TableName } from './names.js';
@@ -116,6 +124,10 @@ class OutboxRelay implements Relay {
   readonly #minPoll: number;
   readonly #maxPoll: number;
   readonly #stats: RelayStats = { published: 0, batches: 0, errors: 0 };
+  /** The bus's instrumentation when it observes publishes, else undefined (no call per event). */
+  readonly #instrumentation: Instrumentation | undefined;
+  /** Whether sent events are observed at all (instrumentation or topology): else nothing is tracked per event. */
+  readonly #observed: boolean;
   #session: DatabaseSession | undefined;
   /** Lanes held since an earlier step (connection-bound locks only), and for how many batches. */
   #held: number[] = [];
@@ -146,6 +158,9 @@ class OutboxRelay implements Relay {
     this.#minPoll = options.minPoll;
     this.#maxPoll = options.maxPoll;
     this.#logger = childLogger(target.logger, { relay: context.table.text, service: target.service });
+    this.#instrumentation =
+      target.instrumentation?.publish === undefined ? undefined : target.instrumentation;
+    this.#observed = this.#instrumentation !== undefined || target.topology !== undefined;
     this.#locks = laneLocks(context.database.dialect, context.table, randomUUID(), options.leaseMs, () =>
       context.clock.now(),
     );
@@ -397,17 +412,19 @@ class OutboxRelay implements Relay {
     const failures = new Map<number, Failure>();
     const byTopic = new Map<string, Entry[]>();
     const probes = new Map<number, Entry[]>();
+    const observed: Entry[] | undefined = this.#observed ? [] : undefined;
     for (const row of batch) {
       if (failures.has(row.lane)) continue;
-      let record: OutgoingRecord;
+      let entry: Entry;
       try {
-        record = this.#record(row);
+        entry = this.#entry(row);
       } catch (error) {
         failures.set(row.lane, { row, error });
         continue;
       }
-      if (this.#laneBackoff.has(row.lane)) append(probes, row.lane, { row, record });
-      else append(byTopic, row.topic, { row, record });
+      observed?.push(entry);
+      if (this.#laneBackoff.has(row.lane)) append(probes, row.lane, entry);
+      else append(byTopic, row.topic, entry);
     }
     const published = new Set<Row>();
     const fail = (row: Row, error: unknown) => {
@@ -454,29 +471,91 @@ class OutboxRelay implements Relay {
       return published.has(row) && (failure === undefined || row.seq < failure.row.seq);
     });
     this.#stats.published += published.size;
+    if (observed !== undefined) this.#settle(observed, published, failures);
     return { done, failures };
   }
 
-  /** The transport record of a stored row. */
-  #record(row: Row): OutgoingRecord {
+  /**
+   * Ends the instrumentation scope of each sent entry (ok with its ack when the transport took it; else with its
+   * lane's failure) and records the type of each published one in topology.
+   */
+  #settle(
+    entries: readonly Entry[],
+    published: ReadonlySet<Row>,
+    failures: ReadonlyMap<number, Failure>,
+  ): void {
+    const topology = this.#target.topology;
+    for (const entry of entries) {
+      const { row } = entry;
+      if (published.has(row)) {
+        endPublishScope(entry.scope, { ok: true, ack: entry.ack }, this.#logger, this.#target.service);
+        topology?.relayed({
+          type: entry.envelope.type,
+          topic: row.topic,
+          version: entry.envelope.schemaversion ?? 1,
+        });
+        continue;
+      }
+      if (entry.scope === undefined) continue;
+      const failure = failures.get(row.lane);
+      const error =
+        failure?.row === row
+          ? failure.error
+          : new TidingsError(
+              ErrorCode.PUBLISH_FAILED,
+              `the outbox relay held back event seq ${row.seq} on "${row.topic}": an earlier event of its lane was ` +
+                'refused; it stays in the outbox and is published after that one',
+              { topic: row.topic, eventId: entry.envelope.id },
+            );
+      endPublishScope(entry.scope, { ok: false, error }, this.#logger, this.#target.service);
+    }
+  }
+
+  /**
+   * The transport record of a stored row, with its envelope, and (with an instrumentation) the scope of this
+   * publish of it, opened with the stored trace context; the envelope is encoded before, and never rewritten.
+   */
+  #entry(row: Row): Entry {
     const envelope = JSON.parse(row.envelope) as Envelope;
     const encoded = encodeEnvelope(envelope, this.#target.wireMode);
     const time = envelope.time === undefined ? Number.NaN : Date.parse(envelope.time);
-    return {
+    const record: OutgoingRecord = {
       key: row.key,
       headers: encoded.headers,
       value: encoded.value,
       ...(Number.isFinite(time) ? { timestamp: time } : {}),
     };
+    const entry: Entry = { row, record, envelope };
+    if (this.#instrumentation !== undefined)
+      entry.scope = openPublishScope(
+        this.#instrumentation,
+        {
+          service: this.#target.service,
+          operation: 'publish',
+          system: this.#target.transport.name,
+          topic: row.topic,
+          type: envelope.type,
+          id: envelope.id,
+          key: row.key,
+          correlationId: envelope.correlationid ?? envelope.id,
+          causationId: envelope.causationid,
+          traceparent: envelope.traceparent,
+          tracestate: envelope.tracestate,
+          relayed: true,
+        },
+        this.#logger,
+      );
+    return entry;
   }
 
   /** One transport call; resolves with its error (as `PUBLISH_FAILED`) or `undefined` on success. */
   async #send(topic: string, entries: readonly Entry[]): Promise<TidingsError | undefined> {
     try {
-      await this.#target.transport.publish(
+      const acks = await this.#target.transport.publish(
         topic,
         entries.map((entry) => entry.record),
       );
+      if (this.#instrumentation !== undefined) entries.forEach((entry, i) => (entry.ack = acks[i]));
       return undefined;
     } catch (error) {
       return new TidingsError(
@@ -509,6 +588,12 @@ class OutboxRelay implements Relay {
 interface Entry {
   row: Row;
   record: OutgoingRecord;
+  /** The stored envelope, as published. */
+  envelope: Envelope;
+  /** The instrumentation's scope of this publish, with an instrumentation. */
+  scope?: PublishScope | undefined;
+  /** Where the transport put it, recorded with an instrumentation. */
+  ack?: PublishAck | undefined;
 }
 
 function append<K>(map: Map<K, Entry[]>, key: K, entry: Entry): void {
