@@ -182,6 +182,30 @@ describe.skipIf(missing !== undefined)(
       expect(first.received).toHaveLength(2);
     });
 
+    it(
+      "hands out a record held past ack_wait once: the server's redelivered copy is not handed out, and the ack settles it",
+      { timeout: 40_000 },
+      async () => {
+        // JetStream redelivers a record not acked within ack_wait (10 s); a slow handler must not see it twice, and its
+        // late ack must settle the copy the server now waits for, so the lag reaches 0 at once.
+        const transport = nats();
+        const topic = topicName('slow');
+        await transport.admin.createTopic(topic, { partitions: 1 });
+        await transport.publish(topic, [rec('k', 'slow')]);
+        const held: Delivery[] = [];
+        const c = consume(
+          transport.subscribe({ group: 'slow', topics: [topic], startFrom: 'earliest' }),
+          (d) => held.push(d),
+        );
+        await until(() => expect(c.received).toHaveLength(1));
+        await new Promise((resolve) => setTimeout(resolve, 12_500)); // past ack_wait: the server sent a copy
+        expect(c.received).toHaveLength(1);
+        held[0]!.ack();
+        await until(async () => expect(await lagOf(transport, 'slow')).toEqual([0]), 5_000);
+        expect(c.received.map(text)).toEqual(['slow']);
+      },
+    );
+
     it('bounds un-acknowledged deliveries by prefetch, and redelivers nacks (with their delay) counting deliveries', async () => {
       const topic = topicName('prefetch');
       const transport = nats();

@@ -54,10 +54,11 @@ const pullExpiresMs = 10_000;
 const pullHeartbeatMs = 2_000;
 /**
  * JetStream redelivers a record not acked within this time. Such a copy is dropped while the first is still held
- * (buffered or handed out) and re-acked at once if the first was acked (its ack was lost in a reconnect); it only
- * bounds how long a lost ack can hold the server's ack floor back.
+ * (buffered or handed out; acking the first settles the record, JetStream acks by stream sequence), and re-acked at
+ * once if the first was acked already (its ack was lost: in a reconnect, or in a server crash that lost the
+ * consumer's latest acks). So it only bounds how long a lost ack holds the server's ack floor, and the lag, back.
  */
-const ackWaitMs = 60_000;
+const ackWaitMs = 10_000;
 const nanosPerMs = 1_000_000;
 
 export class PartitionWorker {
