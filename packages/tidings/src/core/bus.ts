@@ -15,7 +15,7 @@ import { createMemoryParking, type ParkedKey, type ParkedKeyRef, type ParkingSto
 import { validateWithSchema } from './schema.js';
 import type { OutgoingRecord, Transport } from './transport.js';
 import type { Instrumentation, PublishOutcome, PublishScope } from './instrumentation.js';
-import { applyTraceContext, endPublishScope, openPublishScope } from './publish-scope.js';
+import { applyTraceContext, endPublishScope, openPublishScope, publishInfoOf } from './publish-scope.js';
 import { createTopologyRecorder } from './topology.js';
 import { createOutcomeJournal } from './outcomes.js';
 import type { Relay, RelaySource } from './relay.js';
@@ -311,19 +311,13 @@ export function createBus(options: BusOptions = {}): Bus {
         ? undefined
         : openPublishScope(
             instrumentation,
-            {
+            publishInfoOf(envelope, {
               service,
               operation: kind === 'event' ? 'publish' : 'send',
               system: transport.name,
               topic: definition.topic,
-              type: definition.type,
-              id,
               key,
-              correlationId: envelope.correlationid ?? id,
-              causationId: envelope.causationid,
-              traceparent: envelope.traceparent,
-              tracestate: envelope.tracestate,
-            },
+            }),
             logger,
           );
     applyTraceContext(envelope, scope);

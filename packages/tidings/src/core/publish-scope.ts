@@ -7,6 +7,27 @@ import type { Envelope } from './envelope.js';
 import type { Instrumentation, PublishInfo, PublishOutcome, PublishScope } from './instrumentation.js';
 import type { Logger } from './logger.js';
 
+/** What a publish scope is opened with besides the envelope's own fields. */
+export type PublishSite = Pick<PublishInfo, 'service' | 'operation' | 'system' | 'topic' | 'key'> & {
+  readonly relayed?: true;
+};
+
+/**
+ * The {@link PublishInfo} of `envelope` published (or stored, or relayed) at `site`: type, id, correlation,
+ * causation and trace context come from the envelope (its correlation id defaults to its id).
+ */
+export function publishInfoOf(envelope: Envelope, site: PublishSite): PublishInfo {
+  return {
+    ...site,
+    type: envelope.type,
+    id: envelope.id,
+    correlationId: envelope.correlationid ?? envelope.id,
+    causationId: envelope.causationid,
+    traceparent: envelope.traceparent,
+    tracestate: envelope.tracestate,
+  };
+}
+
 /**
  * Calls `instrumentation.publish(info)`. Returns its scope, or `undefined` when it has no `publish`, returned none,
  * or threw (logged on `logger` as a warning).

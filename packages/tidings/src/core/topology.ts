@@ -183,6 +183,11 @@ export function createTopologyRecorder(options: {
       at: clock.now(),
     });
   };
+  /** Records that this service was seen producing `message` (after the declared list, written first once). */
+  const writeObserved = (message: TopologyMessage) => {
+    writeDeclared();
+    write({ v: 1, fact: 'produces', service, how: 'observed', messages: [message], at: clock.now() });
+  };
 
   return {
     consumes(group, definitions) {
@@ -202,28 +207,12 @@ export function createTopologyRecorder(options: {
     produced(definition) {
       if (observed.has(definition.type)) return;
       observed.add(definition.type);
-      writeDeclared();
-      write({
-        v: 1,
-        fact: 'produces',
-        service,
-        how: 'observed',
-        messages: [topologyMessage(definition)],
-        at: clock.now(),
-      });
+      writeObserved(topologyMessage(definition));
     },
     relayed(message) {
       if (relayedTypes.has(message.type) || observed.has(message.type)) return;
       relayedTypes.add(message.type);
-      writeDeclared();
-      write({
-        v: 1,
-        fact: 'produces',
-        service,
-        how: 'observed',
-        messages: [{ type: message.type, topic: message.topic, version: message.version }],
-        at: clock.now(),
-      });
+      writeObserved({ type: message.type, topic: message.topic, version: message.version });
     },
     async flush() {
       while (pending.size > 0) await Promise.allSettled([...pending]);

@@ -12,7 +12,12 @@ import type { PublishOptions } from '../core/handler.js';
 import { uuidv7, type IdGenerator } from '../core/ids.js';
 import type { Instrumentation, PublishOutcome, PublishScope } from '../core/instrumentation.js';
 import { createConsoleLogger, type Logger } from '../core/logger.js';
-import { applyTraceContext, endPublishScope, openPublishScope } from '../core/publish-scope.js';
+import {
+  applyTraceContext,
+  endPublishScope,
+  openPublishScope,
+  publishInfoOf,
+} from '../core/publish-scope.js';
 import type { Relay, RelaySource, RelayTarget } from '../core/relay.js';
 import { formatIssues, validateWithSchema } from '../core/schema.js';
 import type { OutboxDatabase } from './database.js';
@@ -226,19 +231,13 @@ export function createOutbox(options: OutboxOptions): Outbox {
         ? undefined
         : openPublishScope(
             instrumentation,
-            {
+            publishInfoOf(envelope, {
               service,
               operation: 'create',
               system: 'tidings',
               topic: definition.topic,
-              type: definition.type,
-              id,
               key,
-              correlationId: envelope.correlationid ?? id,
-              causationId: envelope.causationid,
-              traceparent: envelope.traceparent,
-              tracestate: envelope.tracestate,
-            },
+            }),
             log(),
           );
     applyTraceContext(envelope, scope);

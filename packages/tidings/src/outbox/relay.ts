@@ -27,7 +27,7 @@ import type { Envelope } from '../core/envelope.js';
 import { ErrorCode, TidingsError, describeError, isTidingsError } from '../core/errors.js';
 import { childLogger, type Logger } from '../core/logger.js';
 import type { Instrumentation, PublishScope } from '../core/instrumentation.js';
-import { endPublishScope, openPublishScope } from '../core/publish-scope.js';
+import { endPublishScope, openPublishScope, publishInfoOf } from '../core/publish-scope.js';
 import type { Relay, RelayStats, RelayTarget } from '../core/relay.js';
 import type { OutgoingRecord, PublishAck } from '../core/transport.js';
 import type { DatabaseSession, OutboxDatabase } from './database.js';
@@ -529,20 +529,14 @@ class OutboxRelay implements Relay {
     if (this.#instrumentation !== undefined)
       entry.scope = openPublishScope(
         this.#instrumentation,
-        {
+        publishInfoOf(envelope, {
           service: this.#target.service,
           operation: 'publish',
           system: this.#target.transport.name,
           topic: row.topic,
-          type: envelope.type,
-          id: envelope.id,
           key: row.key,
-          correlationId: envelope.correlationid ?? envelope.id,
-          causationId: envelope.causationid,
-          traceparent: envelope.traceparent,
-          tracestate: envelope.tracestate,
           relayed: true,
-        },
+        }),
         this.#logger,
       );
     return entry;
