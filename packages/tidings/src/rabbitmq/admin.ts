@@ -429,6 +429,9 @@ export class RabbitMqAdmin implements TransportAdmin {
     }
     await this.registry.noteGroup(group, [topic]);
     const confirm = await this.connector.confirmChannel();
+    // Purging cannot remove a commit a reader holds right now (describeGroup peeks at offset queues); the reset's
+    // commits win over it by their `resetAt` when it comes back.
+    const resetAt = Date.now();
     await Promise.all(
       queues.map(async (queue, partition) => {
         const { lowOffset, highOffset } = await this.bounds(topic, partition);
@@ -446,9 +449,10 @@ export class RabbitMqAdmin implements TransportAdmin {
         });
         await settleQueue(this.connector, queue, 'quorum');
         const commit: Commit = {
-          id: `reset-${Date.now()}-${partition}`,
+          id: `reset-${resetAt}-${partition}`,
           position: { offset },
           at: Date.now(),
+          resetAt,
         };
         await publishConfirmed(confirm, '', queue, Buffer.from(JSON.stringify(commit)), {
           persistent: true,

@@ -94,6 +94,8 @@ export class PartitionOwner {
   private priorDelivered = -1;
   private inflight = 0;
   private lastCommitted = '';
+  /** The reset the position this owner started from comes from (see `Commit.resetAt`); carried by its commits. */
+  private resetAt: number | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
   private flushInFlight = false;
@@ -172,6 +174,7 @@ export class PartitionOwner {
     this.lastCommitted = JSON.stringify(best.position);
     this.priorCounts = best.counts ?? {};
     this.priorDelivered = best.delivered ?? -1;
+    this.resetAt = best.resetAt;
     this.committedDelivered = this.priorDelivered;
     if ('offset' in best.position) this.fetched = best.position.offset;
     if ('timestamp' in best.position) this.skipBefore = best.position.timestamp;
@@ -393,6 +396,7 @@ export class PartitionOwner {
         counts,
         delivered,
         at: Date.now(),
+        ...(this.resetAt === undefined ? {} : { resetAt: this.resetAt }),
       };
       await publishConfirmed(
         await this.host.connector.confirmChannel(),

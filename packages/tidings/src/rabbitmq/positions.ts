@@ -18,6 +18,13 @@ export interface Commit {
   delivered?: number;
   /** ms since epoch. */
   at: number;
+  /**
+   * When the group's position here was last reset by `admin.resetOffsets` (ms since epoch), carried by every later
+   * commit of the owners. A reset cannot remove a commit a reader holds at that moment (a purge leaves what is handed
+   * out; the reader's channel gives it back later), so commits of an older reset lose to newer ones whatever their
+   * offset. Absent: never reset.
+   */
+  resetAt?: number;
 }
 
 /** The position a new group starts from. `latest` is the time of the `subscribe` call: what is published after it. */
@@ -34,8 +41,14 @@ export function streamStartOf(position: Position): StreamStart {
   return 'first';
 }
 
-/** The more advanced of two commits: a concrete offset beats a start position; the higher offset wins. */
+/**
+ * The commit that stands of two: the one of the later reset; then a concrete offset beats a start position, and
+ * the higher offset wins.
+ */
 export function laterCommit(a: Commit, b: Commit): Commit {
+  const ar = a.resetAt ?? 0;
+  const br = b.resetAt ?? 0;
+  if (ar !== br) return br > ar ? b : a;
   const ao = 'offset' in a.position ? a.position.offset : undefined;
   const bo = 'offset' in b.position ? b.position.offset : undefined;
   if (ao === undefined && bo === undefined) return b.at >= a.at ? b : a;
@@ -60,6 +73,7 @@ export function parseCommit(content: Buffer): Commit | undefined {
         ...(value.counts === undefined ? {} : { counts: value.counts }),
         ...(typeof value.delivered === 'number' ? { delivered: value.delivered } : {}),
         at: typeof value.at === 'number' ? value.at : 0,
+        ...(typeof value.resetAt === 'number' ? { resetAt: value.resetAt } : {}),
       };
     }
   } catch {
