@@ -14,7 +14,10 @@ import {
 } from 'tidings';
 import { createRabbitMqTransport } from 'tidings/rabbitmq';
 import { waitUntil } from 'tidings/testing';
+import { Connector } from '../src/rabbitmq/connection.js';
 import { Names } from '../src/rabbitmq/names.js';
+import { resolveOptions } from '../src/rabbitmq/options.js';
+import { settleQueue } from '../src/rabbitmq/streams.js';
 import {
   brokerMissing,
   brokerUrl,
@@ -311,6 +314,24 @@ describe.skipIf(missing !== undefined)(
         await Promise.all(members.map((member) => member.close()));
       }
       expect(transports.map(epochOf)).toEqual([0, 0, 0, 0]);
+    });
+
+    it('a queue the broker refuses to probe (here: missing) fails at once, not retryable, naming the queue; the probe connection closes with the transport', async () => {
+      const connector = new Connector(resolveOptions({ url: brokerUrl, ...testOptions }));
+      const queue = `${namePrefix}.missing-${randomBytes(4).toString('hex')}`;
+      let caught: unknown;
+      try {
+        await settleQueue(connector, queue, 'quorum');
+      } catch (error) {
+        caught = error;
+      }
+      expect(isTidingsError(caught, ErrorCode.TRANSPORT_UNAVAILABLE), String(caught)).toBe(true);
+      expect((caught as { retryable: boolean }).retryable).toBe(false);
+      expect((caught as Error).message).toContain(queue);
+      expect((caught as Error).message).toContain('refused its first use');
+      await connector.close();
+      const again: unknown = await settleQueue(connector, queue, 'quorum').catch((error: unknown) => error);
+      expect(isTidingsError(again, ErrorCode.CLOSED), String(again)).toBe(true);
     });
 
     it('refuses resetOffsets with CONFLICT while a member is live, and resets once none is', async () => {

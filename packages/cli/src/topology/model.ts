@@ -81,6 +81,8 @@ export async function readTopology(transport: Transport): Promise<Topology> {
             }
             const version = typeof message.version === 'number' ? message.version : 1;
             if (version >= entry.version) {
+              // A newer version without a schema (a relayed fact) leaves the schema unknown, never the older one's.
+              if (version > entry.version && message.schema === undefined) entry.schema = undefined;
               entry.version = version;
               entry.topic = message.topic;
               if (message.schema !== undefined) entry.schema = message.schema;

@@ -240,32 +240,35 @@ export function createOutbox(options: OutboxOptions): Outbox {
             }),
             log(),
           );
-    applyTraceContext(envelope, scope);
-    const size =
-      Math.max(
-        encodedSize(encodeEnvelope(envelope, 'binary')),
-        encodedSize(encodeEnvelope(envelope, 'structured')),
-      ) + Buffer.byteLength(key);
-    if (size > maxEventBytes) {
-      const error = new TidingsError(
-        ErrorCode.EVENT_TOO_LARGE,
-        `${definition.type} was not enqueued: it is ${size} bytes encoded, over the limit of ${maxEventBytes} bytes; ` +
-          'store large content elsewhere and publish a reference to it, or raise maxEventBytes',
-        { ...details, size, limit: maxEventBytes },
-      );
-      endScope(scope, { ok: false, error });
+    try {
+      applyTraceContext(envelope, scope);
+      const size =
+        Math.max(
+          encodedSize(encodeEnvelope(envelope, 'binary')),
+          encodedSize(encodeEnvelope(envelope, 'structured')),
+        ) + Buffer.byteLength(key);
+      if (size > maxEventBytes) {
+        throw new TidingsError(
+          ErrorCode.EVENT_TOO_LARGE,
+          `${definition.type} was not enqueued: it is ${size} bytes encoded, over the limit of ${maxEventBytes} bytes; ` +
+            'store large content elsewhere and publish a reference to it, or raise maxEventBytes',
+          { ...details, size, limit: maxEventBytes },
+        );
+      }
+      const row: OutboxRowInput = {
+        eventId: id,
+        topic: definition.topic,
+        key,
+        lane: laneOf(key),
+        envelope: JSON.stringify(envelope),
+        createdAt: clock.now(),
+        keyLock: dialect === 'postgres' ? hashInt32(key) : hash32(key) % keyLockSlots,
+      };
+      return { row, result: { id, topic: definition.topic, key }, scope };
+    } catch (error) {
+      endScope(scope, { ok: false, error }); // the scope ends however the row failed to be built
       throw error;
     }
-    const row: OutboxRowInput = {
-      eventId: id,
-      topic: definition.topic,
-      key,
-      lane: laneOf(key),
-      envelope: JSON.stringify(envelope),
-      createdAt: clock.now(),
-      keyLock: dialect === 'postgres' ? hashInt32(key) : hash32(key) % keyLockSlots,
-    };
-    return { row, result: { id, topic: definition.topic, key }, scope };
   }
 
   const endScope = (scope: PublishScope | undefined, outcome: PublishOutcome) =>
@@ -329,7 +332,13 @@ export function createOutbox(options: OutboxOptions): Outbox {
         for (const p of prepared) endScope(p.scope, { ok: false, error });
         throw error;
       }
-      const rows = statements.enqueueMany(prepared.map((p) => p.row));
+      let rows: ReturnType<OutboxStatements['enqueueMany']>;
+      try {
+        rows = statements.enqueueMany(prepared.map((p) => p.row));
+      } catch (error) {
+        for (const p of prepared) endScope(p.scope, { ok: false, error });
+        throw error;
+      }
       if (instrumentation === undefined) {
         for (const [sql, params] of rows) await run(sql, params);
       } else

@@ -264,7 +264,10 @@ export class RabbitMqAdmin implements TransportAdmin {
       return cached.result;
     const entry: { at: number | undefined; result: Promise<GroupDescription> } = {
       at: undefined,
-      result: this.describeGroupNow(group),
+      // A channel or connection lost while reading is TRANSPORT_UNAVAILABLE (retryable), for every caller sharing it.
+      result: this.describeGroupNow(group).catch((error: unknown) => {
+        throw isChannelLoss(error) ? unavailable(this.connector.url, error) : error;
+      }),
     };
     this.described.set(group, entry);
     try {
@@ -273,8 +276,7 @@ export class RabbitMqAdmin implements TransportAdmin {
       return result;
     } catch (error) {
       if (this.described.get(group) === entry) this.described.delete(group);
-      // A channel or connection lost while reading is TRANSPORT_UNAVAILABLE (retryable), not amqplib's bare error.
-      throw unavailable(this.connector.url, error);
+      throw error;
     } finally {
       if (this.described.size > 1_000) this.described.clear();
     }
@@ -445,9 +447,9 @@ export class RabbitMqAdmin implements TransportAdmin {
             durable: true,
             arguments: { 'x-queue-type': 'quorum', 'x-single-active-consumer': true },
           });
+          await settleQueue(this.connector, queue, 'quorum');
           await channel.purgeQueue(queue);
         });
-        await settleQueue(this.connector, queue, 'quorum');
         const commit: Commit = {
           id: `reset-${resetAt}-${partition}`,
           position: { offset },
@@ -461,6 +463,11 @@ export class RabbitMqAdmin implements TransportAdmin {
       }),
     );
   }
+}
+
+/** amqplib's error for an operation whose channel or connection closed under it. */
+function isChannelLoss(error: unknown): boolean {
+  return error instanceof Error && /^(channel|connection) closed/i.test(error.message);
 }
 
 function isNotFound(error: unknown): boolean {

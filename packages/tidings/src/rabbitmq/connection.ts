@@ -173,26 +173,46 @@ export class Connector {
     for (;;) {
       if (this.closed) throw closedError();
       let channel: ConfirmChannel | undefined;
+      let timer: NodeJS.Timeout | undefined;
       try {
         const model = await this.probeConnection();
-        channel = await model.createConfirmChannel();
-        channel.on('error', () => undefined);
+        const opened = await model.createConfirmChannel();
+        channel = opened;
+        // The channel's error (with the broker's reply code) comes before its close.
+        let channelError: Error | undefined;
+        opened.on('error', (error: Error) => (channelError = error));
         const closedChannel = new Promise<never>((_, reject) =>
-          channel!.on('close', () => reject(new Error(`the broker closed the channel probing '${queue}'`))),
+          opened.on('close', () =>
+            reject(channelError ?? new Error(`the broker closed the channel probing '${queue}'`)),
+          ),
         );
-        await Promise.race([probe(channel), closedChannel]);
+        // An attempt that neither succeeds nor fails (a blocked connection, a confirm that never comes) ends at the
+        // deadline like a failed one.
+        const overdue = new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error('the probe got no answer')),
+            Math.max(0, deadline - performance.now()),
+          );
+        });
+        await Promise.race([probe(opened), closedChannel, overdue]);
         return;
       } catch (error) {
         if (this.closed) throw closedError();
-        if (performance.now() + pauseMs > deadline) {
+        // Refused for good (no access, the queue gone, its arguments differ): waiting does not help.
+        const final = [403, 404, 406].includes(replyCodeOf(error));
+        if (final || performance.now() + pauseMs > deadline) {
           throw new TidingsError(
             ErrorCode.TRANSPORT_UNAVAILABLE,
-            `Queue '${queue}' on RabbitMQ at ${this.options.displayUrl} did not take traffic within ${maxMs} ms ` +
-              `of being declared: ${describeError(error)}.`,
-            { queue, cause: error },
+            final
+              ? `Queue '${queue}' on RabbitMQ at ${this.options.displayUrl} refused its first use: ` +
+                  `${describeError(error)}. Check the user's permissions (configure, write and read) on it.`
+              : `Queue '${queue}' on RabbitMQ at ${this.options.displayUrl} did not take traffic within ${maxMs} ms ` +
+                  `of being declared: ${describeError(error)}.`,
+            { queue, cause: error, retryable: !final },
           );
         }
       } finally {
+        clearTimeout(timer);
         await closeQuietly(channel);
       }
       await sleep(pauseMs);
@@ -205,6 +225,7 @@ export class Connector {
     if (existing !== undefined) return existing;
     const opened = this.connect().then((model) => {
       model.on('error', () => undefined);
+      ignoreFramesOnClosedChannels(model);
       model.on('close', () => {
         if (this.probe === opened) this.probe = undefined;
       });
@@ -309,6 +330,12 @@ export function unavailable(url: string, cause: unknown): TidingsError {
       `credentials and TLS options are right; the transport connects again on the next call.`,
     { url, cause },
   );
+}
+
+/** The AMQP reply code of an amqplib channel or connection error (e.g. 404), or 0. */
+function replyCodeOf(error: unknown): number {
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'number' ? code : 0;
 }
 
 function closedError(): TidingsError {

@@ -177,17 +177,18 @@ export function settleOwnStream(connector: Connector, stream: string): Promise<v
 
 /**
  * Resolves once a queue that holds records or positions (a partition stream, an offset queue), just declared,
- * takes traffic: the probe consumes it and cancels at once, acknowledging nothing (a stream from `next`, so nothing
- * is read; a quorum queue gets back whatever was handed out when the channel closes). See `Connector.settle`.
+ * takes traffic: the probe starts a consumer and its channel is closed right after, acknowledging nothing (a
+ * stream is read from `next`, so nothing is read; on a quorum queue, whatever was handed out goes back when the
+ * channel closes, together with the consumer's end, so no other consumer is activated in between). See
+ * `Connector.settle`.
  */
 export function settleQueue(connector: Connector, queue: string, kind: 'stream' | 'quorum'): Promise<void> {
   return connector.settle(queue, async (channel) => {
     await channel.prefetch(1);
-    const { consumerTag } = await channel.consume(queue, () => undefined, {
+    await channel.consume(queue, () => undefined, {
       noAck: false,
       ...(kind === 'stream' ? { arguments: { 'x-stream-offset': 'next' } } : {}),
     });
-    await channel.cancel(consumerTag);
   });
 }
 
